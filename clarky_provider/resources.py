@@ -1,0 +1,459 @@
+"""The one declarative catalog of the Clarky API's read side.
+
+Every fact the hook, operators, emulator and docs need about an endpoint lives here: its path,
+parent, primary key, filters, incremental cursor, backfill partition filters, pagination and
+typed fields. Source: ``shared/clarky-api/SPEC.md`` and ``endpoints.json``. Endpoints the docs
+only imply are marked ``documented=False``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+API_PREFIX = "/api/v1"
+DEFAULT_HOST = "https://clarky.ai"
+KEY_PREFIX = "ck_live_"
+KEY_LENGTHS = (38, 39)
+MAX_PAGE_SIZE = 100
+READS_PER_MINUTE = 120
+WRITES_PER_MINUTE = 60
+
+
+class FieldType(str, enum.Enum):
+    """Logical type of a record field; dialects map it to a column type."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    ARRAY = "array"
+    OBJECT = "object"
+
+
+class FilterKind(str, enum.Enum):
+    """How a filter value is validated and encoded before it is sent."""
+
+    STRING = "string"
+    TIMESTAMP = "timestamp"
+    BOOLEAN = "boolean"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A documented query parameter of a list endpoint."""
+
+    name: str
+    kind: FilterKind = FilterKind.STRING
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A documented field of a record."""
+
+    name: str
+    type: FieldType
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A readable collection of the Clarky API."""
+
+    name: str
+    path: str
+    fields: tuple[Field, ...]
+    description: str
+    primary_key: tuple[str, ...] = ("id",)
+    filters: tuple[Filter, ...] = ()
+    paginated: bool = True
+    parent: str | None = None
+    parent_key: str | None = None
+    item_path: str | None = None
+    incremental_filter: str | None = None
+    cursor_field: str | None = None
+    partition_filters: tuple[str, str] | None = None
+    partition_field: str | None = None
+    documented: bool = True
+    ordering: str = "not documented"
+    field_index: Mapping[str, Field] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_index", {f.name: f for f in self.fields})
+
+    @property
+    def filter_index(self) -> dict[str, Filter]:
+        return {f.name: f for f in self.filters}
+
+    @property
+    def timestamp_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.type is FieldType.TIMESTAMP)
+
+    def list_path(self, parent_id: str | None = None) -> str:
+        """The list path, with the parent id filled in for child resources."""
+        if self.parent_key is None:
+            return self.path
+        if not parent_id:
+            raise _config_error(
+                f"Resource {self.name!r} is listed per {self.parent}; pass {self.parent_key}=<id> "
+                f"or let the hook fan out over every {self.parent} record."
+            )
+        return self.path.replace("{" + self.parent_key + "}", _quote_path(parent_id))
+
+
+def _config_error(message: str) -> Exception:
+    """A ``ClarkyConfigError``, imported late: provider discovery imports this module before Airflow is ready."""
+    from clarky_provider.exceptions import ClarkyConfigError
+
+    return ClarkyConfigError(message)
+
+
+def _quote_path(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
+
+
+def _fields(**types: FieldType) -> tuple[Field, ...]:
+    return tuple(Field(name, ftype) for name, ftype in types.items())
+
+
+STR, INT, NUM, BOOL, TS, ARR, OBJ = (
+    FieldType.STRING,
+    FieldType.INTEGER,
+    FieldType.NUMBER,
+    FieldType.BOOLEAN,
+    FieldType.TIMESTAMP,
+    FieldType.ARRAY,
+    FieldType.OBJECT,
+)
+
+_ADDRESS = {
+    "address_line1": STR,
+    "address_line2": STR,
+    "city": STR,
+    "state": STR,
+    "postal_code": STR,
+    "country": STR,
+}
+
+_BOT_ID = Filter("bot_id", description="only records owned by this agent")
+_TAGS = Filter("tags", description="comma-separated tags (any/all semantics undocumented)")
+
+AGENTS = Resource(
+    name="agents",
+    path="/agents",
+    description="The workspace's agents (bots); their ids are the bot_id used everywhere else.",
+    documented=False,
+    fields=_fields(
+        id=STR,
+        workspace_id=STR,
+        name=STR,
+        slug=STR,
+        summary=STR,
+        is_agent=BOOL,
+        enabled=BOOL,
+        public=BOOL,
+        agent_role=STR,
+        agent_type=STR,
+        agent_status=STR,
+        agent_color=STR,
+        agent_email=STR,
+        agent_phone=STR,
+        chat_greeting=STR,
+        chat_avatar_intro=STR,
+        chat_avatar_image_url=STR,
+        phone_greeting=STR,
+    ),
+)
+
+CONTACTS = Resource(
+    name="contacts",
+    path="/contacts",
+    item_path="/contacts/{id}",
+    description="CRM contacts; the only resource with time filters (incremental and backfill).",
+    fields=_fields(
+        id=STR,
+        workspace_id=STR,
+        bot_id=STR,
+        first_name=STR,
+        last_name=STR,
+        emails=ARR,
+        phone_numbers=ARR,
+        company=STR,
+        company_id=STR,
+        job_title=STR,
+        lead_source=STR,
+        tags=ARR,
+        deal_value=NUM,
+        pipeline_stage_id=STR,
+        contact_type=STR,
+        **_ADDRESS,
+        linkedin_url=STR,
+        notes=STR,
+        custom_fields=OBJ,
+        last_contacted_at=TS,
+        created_at=TS,
+        updated_at=TS,
+    ),
+    filters=(
+        Filter("search", description="matches name, email, phone or company"),
+        _TAGS,
+        Filter("lead_source"),
+        Filter("pipeline_stage_id"),
+        _BOT_ID,
+        Filter("created_after", FilterKind.TIMESTAMP, description="created at or after (inclusive)"),
+        Filter("created_before", FilterKind.TIMESTAMP, description="created at or before (inclusive)"),
+        Filter("updated_after", FilterKind.TIMESTAMP, description="updated at or after (inclusive)"),
+    ),
+    incremental_filter="updated_after",
+    cursor_field="updated_at",
+    partition_filters=("created_after", "created_before"),
+    partition_field="created_at",
+)
+
+CONTACT_ACTIVITIES = Resource(
+    name="contact_activities",
+    path="/contacts/{contact_id}/activities",
+    parent="contacts",
+    parent_key="contact_id",
+    description="Timeline entries (notes, calls, meetings, tasks) per contact; one list per contact.",
+    ordering="newest first",
+    fields=_fields(
+        id=STR,
+        contact_id=STR,
+        company_id=STR,
+        activity_type=STR,
+        title=STR,
+        description=STR,
+        due_date=TS,
+        duration_minutes=NUM,
+        completed_at=TS,
+        metadata=OBJ,
+        created_at=TS,
+    ),
+    filters=(
+        Filter(
+            "activity_type",
+            FilterKind.CHOICE,
+            choices=("note", "call", "meeting", "video_call", "task", "todo", "reminder"),
+        ),
+    ),
+)
+
+COMPANIES = Resource(
+    name="companies",
+    path="/companies",
+    item_path="/companies/{id}",
+    description="CRM companies; no time filters, so loads are full snapshots merged on id.",
+    fields=_fields(
+        id=STR,
+        workspace_id=STR,
+        bot_id=STR,
+        name=STR,
+        domain=STR,
+        website=STR,
+        industry=STR,
+        company_size=STR,
+        company_type=STR,
+        employee_count=NUM,
+        annual_revenue=NUM,
+        description=STR,
+        emails=ARR,
+        phone_numbers=ARR,
+        tags=ARR,
+        total_deal_value=NUM,
+        pipeline_stage_id=STR,
+        **_ADDRESS,
+        linkedin_url=STR,
+        notes=STR,
+        custom_fields=OBJ,
+        last_activity_at=TS,
+        created_at=TS,
+        updated_at=TS,
+    ),
+    filters=(
+        Filter("search", description="matches name, domain or industry"),
+        _TAGS,
+        Filter("industry", description="exact match"),
+        Filter("domain", description="exact match"),
+        _BOT_ID,
+    ),
+)
+
+PIPELINES = Resource(
+    name="pipelines",
+    path="/pipelines",
+    description="Sales pipelines.",
+    fields=_fields(
+        id=STR,
+        workspace_id=STR,
+        bot_id=STR,
+        name=STR,
+        is_default=BOOL,
+        is_private=BOOL,
+        created_at=TS,
+        updated_at=TS,
+    ),
+    filters=(_BOT_ID,),
+)
+
+PIPELINE_STAGES = Resource(
+    name="pipeline_stages",
+    path="/pipelines/{pipeline_id}/stages",
+    parent="pipelines",
+    parent_key="pipeline_id",
+    paginated=False,
+    description="Stages of each pipeline; a bounded, unpaginated list sorted by order_index.",
+    ordering="ascending order_index",
+    fields=_fields(
+        id=STR,
+        bot_id=STR,
+        pipeline_id=STR,
+        name=STR,
+        color=STR,
+        order_index=INT,
+        created_at=TS,
+        updated_at=TS,
+    ),
+)
+
+FORMS = Resource(
+    name="forms",
+    path="/forms",
+    item_path="/forms/{id}",
+    description="Lead-capture forms and their configuration.",
+    fields=_fields(
+        id=STR,
+        workspace_id=STR,
+        bot_id=STR,
+        name=STR,
+        description=STR,
+        standard_fields=OBJ,
+        custom_fields=OBJ,
+        survey_questions=OBJ,
+        created_at=TS,
+        updated_at=TS,
+    ),
+    filters=(_BOT_ID,),
+)
+
+FORM_SUBMISSIONS = Resource(
+    name="form_submissions",
+    path="/forms/{form_id}/submissions",
+    parent="forms",
+    parent_key="form_id",
+    documented=False,
+    description="Submissions of each form (internal submissions are hidden by the API).",
+    fields=_fields(
+        id=STR, form_id=STR, contact_id=STR, custom_field_responses=OBJ, is_internal=BOOL, submitted_at=TS
+    ),
+)
+
+CONVERSATIONS = Resource(
+    name="conversations",
+    path="/conversations",
+    item_path="/conversations/{id}",
+    documented=False,
+    description="Chats, calls, SMS and e-mail threads; soft-deleted ones only with include_deleted.",
+    fields=_fields(
+        id=STR,
+        bot_id=STR,
+        contact_id=STR,
+        type=INT,
+        email=STR,
+        phone_number=STR,
+        human=STR,
+        human_takeover=BOOL,
+        assigned_to=STR,
+        assigned_at=TS,
+        active=BOOL,
+        archived=BOOL,
+        archived_at=TS,
+        deleted=BOOL,
+    ),
+    filters=(Filter("include_deleted", FilterKind.BOOLEAN),),
+)
+
+CONVERSATION_MESSAGES = Resource(
+    name="conversation_messages",
+    path="/conversations/{conversation_id}/messages",
+    parent="conversations",
+    parent_key="conversation_id",
+    documented=False,
+    description="Messages of each conversation (the Message object is not documented yet).",
+    fields=_fields(id=STR, conversation_id=STR, role=STR, content=STR, created_at=TS),
+    filters=(Filter("order", FilterKind.CHOICE, choices=("asc", "desc")),),
+)
+
+RESOURCES: dict[str, Resource] = {
+    r.name: r
+    for r in (
+        AGENTS,
+        CONTACTS,
+        CONTACT_ACTIVITIES,
+        COMPANIES,
+        PIPELINES,
+        PIPELINE_STAGES,
+        FORMS,
+        FORM_SUBMISSIONS,
+        CONVERSATIONS,
+        CONVERSATION_MESSAGES,
+    )
+}
+
+
+def get_resource(name: str) -> Resource:
+    """Look a resource up by name, with an error that lists the valid names."""
+    try:
+        return RESOURCES[name]
+    except KeyError:
+        raise _config_error(
+            f"Unknown Clarky resource {name!r}; choose one of: {', '.join(sorted(RESOURCES))}."
+        ) from None
+
+
+def encode_filters(resource: Resource, filters: Mapping[str, object]) -> dict[str, str]:
+    """Validate filters against the catalog and encode them as query parameters.
+
+    Clarky answers an undocumented parameter with 400, so an unknown filter is refused here,
+    before any request, with the list of filters the endpoint does support.
+    """
+    from clarky_provider.normalize import format_timestamp
+
+    known = resource.filter_index
+    params: dict[str, str] = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        spec = known.get(name)
+        if spec is None:
+            supported = ", ".join(sorted(known)) or "none"
+            raise _config_error(
+                f"Filter {name!r} is not supported by Clarky resource {resource.name!r} "
+                f"(supported filters: {supported}); the API would reject it with 400."
+            )
+        if spec.kind is FilterKind.TIMESTAMP:
+            params[name] = format_timestamp(value, name=name)
+        elif spec.kind is FilterKind.BOOLEAN:
+            params[name] = _encode_bool(name, value)
+        elif spec.kind is FilterKind.CHOICE:
+            if str(value) not in spec.choices:
+                raise _config_error(f"Filter {name}={value!r} is not one of {', '.join(spec.choices)}.")
+            params[name] = str(value)
+        else:
+            params[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return params
+
+
+def _encode_bool(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text
+    raise _config_error(f"Filter {name}={value!r} must be true or false.")
