@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import requests
 from airflow.sdk import BaseHook
@@ -425,7 +426,7 @@ class ClarkyHook(BaseHook):
         res = get_resource(resource)
         if res.item_path is None:
             raise ClarkyConfigError(f"Clarky resource {resource!r} has no single-record endpoint.")
-        path = res.item_path.replace("{id}", requests.utils.quote(str(record_id), safe=""))
+        path = res.item_path.replace("{id}", quote(str(record_id), safe=""))
         return self.request("GET", path).get("data") or {}
 
     def find_contact_by_email(self, email: str) -> dict[str, Any] | None:

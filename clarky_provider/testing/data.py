@@ -318,9 +318,9 @@ class RecordFactory:
             "created_at": format_api_timestamp(self.timestamp_between(EPOCH_END - HISTORY, EPOCH_END), rng),
         }
 
-    def conversation(self, bot_id: str, contact_ids: list[str]) -> dict[str, Any]:
+    def conversation(self, bot_id: str, contact_ids: list[str], number: int) -> dict[str, Any]:
         rng = self.rng
-        deleted = rng.random() < 0.05
+        deleted = number % 10 == 3  # one in ten soft-deleted, hidden from default lists
         return {
             "id": self.make_id(None, uuid_share=1.0),
             "bot_id": bot_id,

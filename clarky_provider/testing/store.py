@@ -126,8 +126,8 @@ class ClarkyStore:
         n_conversations = (
             size.conversations if size.conversations is not None else max(1, size.contacts // 10)
         )
-        for _ in range(n_conversations):
-            conversation = f.conversation(f.rng.choice(bot_ids), contact_ids)
+        for number in range(n_conversations):
+            conversation = f.conversation(f.rng.choice(bot_ids), contact_ids, number)
             self._collection("conversations").put(conversation)
             messages = self._collection("conversation_messages", conversation["id"])
             for index in range(size.messages_per_conversation):
@@ -191,9 +191,7 @@ class ClarkyStore:
             return [r for r in collection if include_deleted or not hidden_by_default(res, r)]
         out: list[dict[str, Any]] = []
         for parent in self.records(res.parent, include_deleted=include_deleted):
-            collection = self.collection(resource, parent["id"])
-            if collection is not None:
-                out.extend(collection)
+            out.extend(self.collection(resource, parent["id"]) or ())
         return out
 
     # -- mutation ---------------------------------------------------------------------------

@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create or reuse .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export VENV
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m clarky_provider.demo
+
+test: $(VENV)/.installed
+	scripts/test.sh $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .airflow demo_output

@@ -1,0 +1,401 @@
+"""ClarkyToSqlOperator: stream a Clarky resource into a warehouse table, atomically.
+
+Records flow page by page into a temporary staging table in bounded batches (``COPY`` on
+PostgreSQL); the target table is only touched at the end, inside the same single transaction
+that created the staging table, so a failure anywhere leaves the target exactly as it was and a
+retry converges on the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook, BaseOperator
+
+from clarky_provider.exceptions import ClarkyConfigError
+from clarky_provider.hooks.clarky import ClarkyHook
+from clarky_provider.normalize import minus_one_millisecond, parse_timestamp
+from clarky_provider.resources import Resource, encode_filters, get_resource
+from clarky_provider.sql.dialects import SqlDialect, dialect_for
+from clarky_provider.sql.schema import DELETED_AT, TableLayout, check_identifier
+
+if TYPE_CHECKING:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import Context
+
+log = logging.getLogger(__name__)
+
+WRITE_MODES = ("merge", "append", "replace")
+INCREMENTAL_MODES = ("auto", "watermark", "interval", "full")
+DELETE_MODES = (None, "flag", "remove")
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """Everything validated before the first request or write."""
+
+    resource: Resource
+    layout: TableLayout
+    schema: str | None
+    table: str
+    user_filters: dict[str, Any]
+    window_filters: dict[str, Any]
+    updated_after: datetime | None
+    use_watermark: bool
+
+    @property
+    def is_full_snapshot(self) -> bool:
+        return not (self.user_filters or self.window_filters or self.updated_after or self.use_watermark)
+
+
+class ClarkyToSqlOperator(BaseOperator):
+    """
+    Load every record of a Clarky resource into a table of any common-sql connection.
+
+    :param resource: catalog resource name (``contacts``, ``companies``, ``contact_activities``...).
+    :param sql_conn_id: a common-sql connection (PostgreSQL, SQLite, Snowflake, ...).
+    :param table: target table (default: the resource name); created when missing.
+    :param schema: target schema (not for SQLite).
+    :param write_mode: ``merge`` (upsert on the primary key; idempotent), ``append``, or
+        ``replace`` (full refresh that readers never see half-done).
+    :param filters: API filters of the resource, checked against the catalog before any request.
+    :param incremental: ``auto`` (watermark when the resource supports it and the mode is merge),
+        ``watermark`` (the table's max cursor minus ``watermark_overlap``), ``interval`` (the
+        run's data interval start) or ``full``.
+    :param updated_after: explicit lower bound of the incremental filter (templated).
+    :param window_start: start of a backfill window on the partition field (inclusive).
+    :param window_end: end of the window (exclusive), so adjacent windows neither overlap nor gap.
+    :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
+        ``remove`` them; ``None`` leaves them.
+    :param batch_size: rows buffered before they are written to staging (bounds memory).
+    """
+
+    template_fields: Sequence[str] = (
+        "resource",
+        "sql_conn_id",
+        "clarky_conn_id",
+        "table",
+        "schema",
+        "filters",
+        "updated_after",
+        "window_start",
+        "window_end",
+    )
+    template_fields_renderers = {"filters": "json"}
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        resource: str,
+        sql_conn_id: str,
+        table: str | None = None,
+        schema: str | None = None,
+        write_mode: str = "merge",
+        filters: dict[str, Any] | None = None,
+        clarky_conn_id: str = ClarkyHook.default_conn_name,
+        incremental: str = "auto",
+        updated_after: str | datetime | None = None,
+        watermark_overlap: timedelta = timedelta(minutes=5),
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
+        delete_mode: str | None = None,
+        batch_size: int = 5000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if write_mode not in WRITE_MODES:
+            raise ClarkyConfigError(f"write_mode={write_mode!r}; choose one of {', '.join(WRITE_MODES)}.")
+        if incremental not in INCREMENTAL_MODES:
+            raise ClarkyConfigError(
+                f"incremental={incremental!r}; choose one of {', '.join(INCREMENTAL_MODES)}."
+            )
+        if delete_mode not in DELETE_MODES:
+            raise ClarkyConfigError(f"delete_mode={delete_mode!r}; choose None, 'flag' or 'remove'.")
+        if batch_size < 1:
+            raise ClarkyConfigError(f"batch_size must be at least 1, got {batch_size}.")
+        self.resource = resource
+        self.sql_conn_id = sql_conn_id
+        self.clarky_conn_id = clarky_conn_id
+        self.table = table
+        self.schema = schema
+        self.write_mode = write_mode
+        self.filters = filters
+        self.incremental = incremental
+        self.updated_after = updated_after
+        self.watermark_overlap = watermark_overlap
+        self.window_start = window_start
+        self.window_end = window_end
+        self.delete_mode = delete_mode
+        self.batch_size = batch_size
+
+    # -- planning (no I/O) ------------------------------------------------------------------
+
+    def plan(self, context: Context | dict[str, Any]) -> LoadPlan:
+        """Validate the rendered arguments; raises ``ClarkyConfigError`` before any request or write."""
+        resource = get_resource(self.resource)
+        table = check_identifier(self.table or resource.name, "Table name")
+        schema = check_identifier(self.schema, "Schema name") if self.schema else None
+        user_filters = dict(self.filters or {})
+        encode_filters(resource, user_filters)
+        window_filters = self._window_filters(resource)
+        cursor_filter = resource.incremental_filter
+        mode = self.incremental
+        if mode in ("watermark", "interval") and cursor_filter is None:
+            raise ClarkyConfigError(
+                f"incremental={mode!r} needs a resource with an incremental filter; {resource.name!r} has none "
+                "(only contacts do). Use incremental='full' with write_mode='merge'."
+            )
+        explicit = self.updated_after or (context.get("data_interval_start") if mode == "interval" else None)
+        updated_after = _timestamp_arg(explicit, "updated_after") if explicit else None
+        if mode == "interval" and updated_after is None:
+            raise ClarkyConfigError(
+                "incremental='interval' needs a data interval; pass updated_after instead."
+            )
+        use_watermark = (
+            updated_after is None
+            and cursor_filter is not None
+            and cursor_filter not in user_filters
+            and not window_filters
+            and (mode == "watermark" or (mode == "auto" and self.write_mode == "merge"))
+        )
+        plan = LoadPlan(
+            resource,
+            TableLayout(resource),
+            schema,
+            table,
+            user_filters,
+            window_filters,
+            updated_after,
+            use_watermark,
+        )
+        encode_filters(resource, self._api_filters(plan, None))
+        return plan
+
+    def _window_filters(self, resource: Resource) -> dict[str, Any]:
+        if self.window_start is None and self.window_end is None:
+            return {}
+        if resource.partition_filters is None:
+            raise ClarkyConfigError(
+                f"Backfill windows need a resource with created_after/created_before filters; {resource.name!r} has none."
+            )
+        after, before = resource.partition_filters
+        window: dict[str, Any] = {}
+        start = _timestamp_arg(self.window_start, "window_start") if self.window_start else None
+        end = _timestamp_arg(self.window_end, "window_end") if self.window_end else None
+        if start and end and start >= end:
+            raise ClarkyConfigError(
+                f"window_start ({start.isoformat()}) must be before window_end ({end.isoformat()})."
+            )
+        if start:
+            window[after] = start
+        if end:
+            window[before] = minus_one_millisecond(end)  # the API's bound is inclusive; ours is exclusive
+        return window
+
+    @staticmethod
+    def _api_filters(plan: LoadPlan, watermark: datetime | None) -> dict[str, Any]:
+        filters = {**plan.user_filters, **plan.window_filters}
+        lower = plan.updated_after or watermark
+        if lower is not None and plan.resource.incremental_filter:
+            filters[plan.resource.incremental_filter] = lower
+        return filters
+
+    # -- execution --------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        started = time.monotonic()
+        plan = self.plan(context)
+        clarky = ClarkyHook(self.clarky_conn_id)
+        _ = clarky.settings  # a bad key fails here, before the database is touched
+        sql_hook = self._sql_hook()
+        dialect = dialect_for(sql_hook.conn_type)
+        if plan.schema and dialect.create_schema(plan.schema) is None:
+            raise ClarkyConfigError(
+                f"{dialect.name} has no schemas; leave schema unset (got {plan.schema!r})."
+            )
+        dag_run = context.get("dag_run")
+        metadata = (
+            datetime.now(timezone.utc),
+            getattr(dag_run, "dag_id", None),
+            getattr(dag_run, "run_id", None),
+        )
+        connection = sql_hook.get_conn()
+        try:
+            dialect.begin(connection)
+            cursor = connection.cursor()
+            summary = _Load(self, plan, dialect, cursor, clarky, metadata).run()
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+            clarky.close()
+        summary.update(
+            {key: clarky.stats.as_dict()[key] for key in ("pages", "requests", "retries", "rate_limited")},
+            duration_seconds=round(time.monotonic() - started, 3),
+        )
+        log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
+        return summary
+
+    def _sql_hook(self) -> DbApiHook:
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        hook = BaseHook.get_connection(self.sql_conn_id).get_hook()
+        if not isinstance(hook, DbApiHook):
+            raise ClarkyConfigError(
+                f"Connection {self.sql_conn_id!r} is not a SQL connection (its hook is {type(hook).__name__}); "
+                "use a common-sql connection such as postgres, sqlite or snowflake."
+            )
+        return hook
+
+
+class _Load:
+    """One load inside one open transaction."""
+
+    def __init__(
+        self,
+        operator: ClarkyToSqlOperator,
+        plan: LoadPlan,
+        dialect: SqlDialect,
+        cursor: Any,
+        clarky: ClarkyHook,
+        metadata: tuple[datetime, str | None, str | None],
+    ) -> None:
+        self.op, self.plan, self.dialect, self.cursor, self.clarky = operator, plan, dialect, cursor, clarky
+        self.metadata = metadata
+        self.target = dialect.qualified(plan.schema, plan.table)
+        self.staging = dialect.quote(f"_clarky_stage_{plan.table}")
+
+    def run(self) -> dict[str, Any]:
+        plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
+        self._ensure_table()
+        watermark = self._watermark() if plan.use_watermark else None
+        filters = self.op._api_filters(plan, watermark)
+        cur.execute(dialect.create_table(self.staging, layout, temporary=True))
+        fetched, newest = self._stage(filters)
+        summary: dict[str, Any] = {
+            "resource": plan.resource.name,
+            "table": plan.table,
+            "write_mode": self.op.write_mode,
+            "filters": {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()},
+            "rows_fetched": fetched,
+            "rows_inserted": 0,
+            "rows_updated": 0,
+            "rows_deleted": 0,
+        }
+        if self.op.write_mode == "merge":
+            cur.execute(dialect.count_existing(self.target, self.staging, layout))
+            existing = cur.fetchone()[0]
+            cur.execute(dialect.upsert(self.target, self.staging, layout))
+            summary.update(rows_updated=existing, rows_inserted=fetched - existing)
+        elif self.op.write_mode == "append":
+            cur.execute(dialect.insert_all(self.target, self.staging, layout))
+            summary["rows_inserted"] = fetched
+        else:
+            cur.execute(f"SELECT COUNT(*) FROM {self.target}")
+            summary["rows_deleted"] = cur.fetchone()[0]
+            cur.execute(f"DELETE FROM {self.target}")
+            cur.execute(dialect.insert_all(self.target, self.staging, layout))
+            summary["rows_inserted"] = fetched
+        summary["rows_deleted"] += self._detect_deletes()
+        cur.execute(f"DROP TABLE {self.staging}")
+        previous = watermark + self.op.watermark_overlap if watermark else None
+        best = max((t for t in (newest, previous) if t is not None), default=None)
+        summary["watermark"] = best.isoformat() if best else None
+        return summary
+
+    def _ensure_table(self) -> None:
+        plan, dialect, cur = self.plan, self.dialect, self.cursor
+        if plan.schema:
+            cur.execute(dialect.create_schema(plan.schema))
+        existing = dialect.existing_columns(cur, plan.schema, plan.table)
+        if existing is None:
+            log.info("Creating table %s for Clarky %s", self.target, plan.resource.name)
+            cur.execute(dialect.create_table(self.target, plan.layout))
+            return
+        for column in plan.layout.columns:
+            if column.name not in existing:
+                log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
+                cur.execute(dialect.add_column(self.target, column.name, column.type))
+
+    def _watermark(self) -> datetime | None:
+        """The table's newest cursor value minus the safety overlap, or None for an empty table."""
+        cursor_field = self.plan.resource.cursor_field or ""
+        self.cursor.execute(f"SELECT MAX({self.dialect.quote(cursor_field)}) FROM {self.target}")
+        newest = parse_timestamp(self.cursor.fetchone()[0])
+        if newest is None:
+            log.info("%s is empty: loading the full history of %s", self.target, self.plan.resource.name)
+            return None
+        lower = newest - self.op.watermark_overlap
+        log.info(
+            "Incremental load of %s: %s from %s",
+            self.plan.resource.name,
+            self.plan.resource.incremental_filter,
+            lower.isoformat(),
+        )
+        return lower
+
+    def _stage(self, filters: dict[str, Any]) -> tuple[int, datetime | None]:
+        """Stream records into staging in bounded batches; returns (rows, newest cursor value)."""
+        layout, dialect = self.plan.layout, self.dialect
+        cursor_index = (
+            layout.names.index(self.plan.resource.cursor_field) if self.plan.resource.cursor_field else None
+        )
+        batch: list[tuple[Any, ...]] = []
+        fetched = 0
+        newest: datetime | None = None
+        for record in self.clarky.paginate(self.plan.resource.name, **filters):
+            row = layout.row(record, self.metadata)
+            if (
+                cursor_index is not None
+                and row[cursor_index] is not None
+                and (newest is None or row[cursor_index] > newest)
+            ):
+                newest = row[cursor_index]
+            batch.append(row)
+            if len(batch) >= self.op.batch_size:
+                dialect.load_staging(self.cursor, self.staging, layout, batch)
+                fetched += len(batch)
+                batch = []
+        if batch:
+            dialect.load_staging(self.cursor, self.staging, layout, batch)
+            fetched += len(batch)
+        return fetched, newest
+
+    def _detect_deletes(self) -> int:
+        mode = self.op.delete_mode
+        if mode is None or self.op.write_mode != "merge":
+            return 0
+        if not self.plan.is_full_snapshot:
+            log.info("delete_mode=%s skipped: only a complete snapshot shows what was deleted", mode)
+            return 0
+        missing = self.dialect.missing_from(self.target, self.staging, self.plan.layout)
+        if mode == "remove":
+            self.cursor.execute(f"DELETE FROM {self.target} WHERE {missing}")
+        else:
+            stamp = self.dialect.timestamp_value(self.metadata[0])
+            self.cursor.execute(
+                f"UPDATE {self.target} SET {self.dialect.quote(DELETED_AT)} = {self.dialect.placeholder} "
+                f"WHERE {self.dialect.quote(DELETED_AT)} IS NULL AND {missing}",
+                (stamp,),
+            )
+        return max(self.cursor.rowcount, 0)
+
+
+def _timestamp_arg(value: Any, name: str) -> datetime:
+    try:
+        moment = parse_timestamp(value)
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None:
+        raise ClarkyConfigError(
+            f"{name}={value!r} is not an ISO 8601 timestamp (e.g. '2026-01-01T00:00:00Z')."
+        )
+    return moment

@@ -1,0 +1,148 @@
+"""The warehouse table of a catalog resource: its columns, and records turned into rows.
+
+Columns come from the catalog (typed), plus convenience columns (``primary_email``,
+``primary_phone``), the whole record in ``_raw`` and load metadata. Values are normalised
+here once, so every dialect receives the same Python values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from clarky_provider.exceptions import ClarkyConfigError
+from clarky_provider.normalize import parse_timestamp, primary_email, primary_phone
+from clarky_provider.resources import FieldType, Resource
+
+log = logging.getLogger(__name__)
+
+#: Identifiers we accept from users for tables and schemas: portable, unquoted-safe, <= 63 chars.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+RAW, LOADED_AT, DAG_ID, RUN_ID, DELETED_AT = "_raw", "_loaded_at", "_dag_id", "_run_id", "_deleted_at"
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Refuse names that are not plain identifiers, before any request or write."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ClarkyConfigError(
+            f"{what} {value!r} is not a valid name: use letters, digits and underscores, starting with "
+            "a letter or underscore, at most 63 characters."
+        )
+    return value
+
+
+def to_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return to_json(value)
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return parse_timestamp(value)
+    except (TypeError, ValueError):
+        return None  # unparseable: the original stays in _raw
+
+
+CONVERTERS: dict[FieldType, Callable[[Any], Any]] = {
+    FieldType.STRING: _string,
+    FieldType.INTEGER: _integer,
+    FieldType.NUMBER: _number,
+    FieldType.BOOLEAN: _boolean,
+    FieldType.TIMESTAMP: _timestamp,
+    FieldType.ARRAY: to_json,
+    FieldType.OBJECT: to_json,
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: FieldType
+    primary_key: bool = False
+
+
+class TableLayout:
+    """Columns of a resource's table and the conversion of records into rows in that order."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        pk = set(resource.primary_key)
+        columns = [Column(f.name, f.type, f.name in pk) for f in resource.fields]
+        derived: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
+        if "emails" in resource.field_index:
+            derived.append(("primary_email", primary_email))
+        if "phone_numbers" in resource.field_index:
+            derived.append(("primary_phone", primary_phone))
+        columns += [Column(name, FieldType.STRING) for name, _ in derived]
+        columns += [
+            Column(RAW, FieldType.OBJECT),
+            Column(LOADED_AT, FieldType.TIMESTAMP),
+            Column(DAG_ID, FieldType.STRING),
+            Column(RUN_ID, FieldType.STRING),
+            Column(DELETED_AT, FieldType.TIMESTAMP),
+        ]
+        self.columns: tuple[Column, ...] = tuple(columns)
+        self.names = tuple(c.name for c in self.columns)
+        self.primary_key = resource.primary_key
+        self._field_converters = [(f.name, CONVERTERS[f.type]) for f in resource.fields]
+        self._derived = derived
+        self._known = set(resource.field_index)
+        self._reported_unknown: set[str] = set()
+
+    def row(
+        self, record: dict[str, Any], metadata: tuple[datetime, str | None, str | None]
+    ) -> tuple[Any, ...]:
+        """One record as a row in column order (hot path: one pass, no per-row allocation beyond the tuple)."""
+        if len(record) > len(self._known) or not self._known.issuperset(record):
+            self._report_unknown(record)
+        values = [convert(record.get(name)) for name, convert in self._field_converters]
+        values += [derive(record) for _, derive in self._derived]
+        values.append(to_json(record))
+        values += metadata
+        values.append(None)
+        return tuple(values)
+
+    def _report_unknown(self, record: dict[str, Any]) -> None:
+        for name in record.keys() - self._known - self._reported_unknown:
+            self._reported_unknown.add(name)
+            log.warning(
+                "Clarky %s has a field %r that the catalog does not know yet; it is kept in the %s column.",
+                self.resource.name,
+                name,
+                RAW,
+            )
+
+    @property
+    def unknown_fields(self) -> set[str]:
+        return set(self._reported_unknown)

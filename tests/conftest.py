@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from clarky_provider.hooks import rate_limit
+
+#: A well-formed key used by every unit test; the secret-hygiene tests look for it everywhere.
+TEST_KEY = "ck_live_" + "T3stK3yDoNotLeak0123456789abcd"
+assert len(TEST_KEY) == 38
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limiters() -> Iterator[None]:
+    """Limiters are shared per key within a process; tests must not inherit each other's pacing."""
+    rate_limit._registry.clear()
+    yield
+    rate_limit._registry.clear()
+
+
+def set_clarky_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str = "clarky_default", **conn: object) -> None:
+    value = {"conn_type": "clarky", "password": TEST_KEY, **conn}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+
+
+class FakeClock:
+    """Replaces time.sleep/monotonic/time so waits are recorded instead of slept."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.epoch = 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        self.epoch += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.epoch
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(time, "sleep", clock.sleep)
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(time, "time", clock.time)
+    return clock
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse(request, tmp_path, monkeypatch):
+    """The same test against the embedded SQLite warehouse and a real PostgreSQL."""
+    from tests import warehouse as wh
+
+    if request.param == "sqlite":
+        yield wh.sqlite_warehouse(tmp_path, monkeypatch)
+    else:
+        yield from wh.postgres_warehouse(monkeypatch)
+
+
+@pytest.fixture
+def emulator(monkeypatch):
+    """A 300-contact emulator without rate limit, with ``clarky_default`` pointing at it."""
+    from clarky_provider.testing import ClarkyEmulator
+
+    with ClarkyEmulator(300, rate_limit=None) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        yield emu

@@ -1,0 +1,466 @@
+"""ClarkyHook unit tests with requests-mock: pagination, retries, pacing, errors, secrets."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pendulum
+import pytest
+import requests
+
+from clarky_provider.exceptions import (
+    ClarkyAuthError,
+    ClarkyBadRequestError,
+    ClarkyConfigError,
+    ClarkyError,
+    ClarkyNotFoundError,
+    ClarkyPermissionError,
+    ClarkyServerError,
+)
+from clarky_provider.hooks.clarky import ClarkyHook
+from clarky_provider.normalize import format_timestamp, parse_timestamp, primary_email, primary_phone
+from tests.conftest import TEST_KEY, set_clarky_conn
+
+API = "https://clarky.ai/api/v1"
+
+
+def page(records, page_no, total, page_size=100):
+    total_pages = -(-total // page_size)
+    return {
+        "json": {
+            "data": records,
+            "pagination": {
+                "page": page_no,
+                "page_size": page_size,
+                "total": total,
+                "total_pages": total_pages,
+            },
+        }
+    }
+
+
+def contacts(*ids):
+    return [{"id": i, "first_name": "Ada"} for i in ids]
+
+
+def error(status, code, message="nope", **headers):
+    return {"status_code": status, "json": {"error": {"code": code, "message": message}}, "headers": headers}
+
+
+@pytest.fixture
+def hook(monkeypatch):
+    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 1})
+    return ClarkyHook(backoff_base=0.01)
+
+
+# -- connection and key -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        (None, "has no API key"),
+        ("sk_live_" + "x" * 30, "does not start with 'ck_live_'"),
+        ("ck_live_short", "is 13 characters long"),
+        ("ck_live_" + "x" * 40, "is 48 characters long"),
+    ],
+)
+def test_bad_key_rejected_before_any_request(monkeypatch, requests_mock, password, expected):
+    set_clarky_conn(monkeypatch, password=password)
+    with pytest.raises(ClarkyConfigError, match=expected) as info:
+        ClarkyHook().request("GET", "/contacts")
+    assert requests_mock.call_count == 0
+    if password:
+        assert password not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        (None, "https://clarky.ai/api/v1"),
+        ("https://eu.clarky.ai/", "https://eu.clarky.ai/api/v1"),
+        ("clarky.example.com", "https://clarky.example.com/api/v1"),
+        ("http://127.0.0.1:8080/api/v1", "http://127.0.0.1:8080/api/v1"),
+    ],
+)
+def test_base_url_from_host(monkeypatch, host, base_url):
+    set_clarky_conn(monkeypatch, host=host)
+    assert ClarkyHook().settings.base_url == base_url
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"page_size": 101}, "'page_size' of connection 'clarky_default' must be between 1 and 100"),
+        ({"page_size": "ten"}, "'page_size' .* must be an integer"),
+        ({"timeout": 0}, "'timeout' .* must be a positive number"),
+        ({"max_concurrency": 0}, "'max_concurrency' .* between 1 and 32"),
+    ],
+)
+def test_bad_extras_name_the_field(monkeypatch, extra, expected):
+    set_clarky_conn(monkeypatch, extra=extra)
+    with pytest.raises(ClarkyConfigError, match=expected):
+        _ = ClarkyHook().settings
+
+
+def test_settings_repr_hides_key(hook):
+    assert TEST_KEY not in repr(hook.settings)
+
+
+def test_bearer_header_and_defaults(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", **page(contacts("c_1"), 1, 1))
+    list(hook.paginate("contacts"))
+    sent = requests_mock.request_history[0]
+    assert sent.headers["Authorization"] == f"Bearer {TEST_KEY}"
+    assert sent.qs == {"page": ["1"], "page_size": ["100"]}
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "DELETE", "PUT"])
+def test_hook_is_read_only(hook, requests_mock, method):
+    with pytest.raises(ClarkyConfigError, match="read-only"):
+        hook.request(method, "/contacts")
+    assert requests_mock.call_count == 0
+
+
+def test_head_is_allowed(hook, requests_mock):
+    requests_mock.head(f"{API}/contacts", status_code=200)
+    assert hook.request("HEAD", "/contacts") == {}
+
+
+# -- retries ------------------------------------------------------------------------------
+
+
+def test_429_waits_retry_after_then_retries(hook, requests_mock, fake_clock):
+    requests_mock.get(
+        f"{API}/contacts",
+        [error(429, "rate_limited", **{"Retry-After": "7"}), page(contacts("c_1"), 1, 1)],
+    )
+    assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
+    assert requests_mock.call_count == 2
+    waited = max(fake_clock.sleeps)
+    assert 7.0 <= waited <= 7.7  # Retry-After plus at most 10% jitter
+    assert hook.stats.rate_limited == 1 and hook.stats.retries == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        error(500, "internal_error"),
+        {"status_code": 502, "text": "<html><body>Bad Gateway</body></html>"},
+        {"status_code": 503, "text": "<html>down</html>"},
+        {"status_code": 504, "text": ""},
+        {"exc": requests.ConnectionError("connection reset by peer")},
+        {"exc": requests.ReadTimeout("read timed out")},
+        {"status_code": 200, "text": '{"data": [{"id": "c_1"'},
+    ],
+    ids=["500", "502-html", "503-html", "504", "reset", "timeout", "truncated-json"],
+)
+def test_transient_failures_are_retried(hook, requests_mock, fake_clock, failure):
+    requests_mock.get(f"{API}/contacts", [failure, failure, page(contacts("c_1"), 1, 1)])
+    assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
+    assert requests_mock.call_count == 3
+    assert len([s for s in fake_clock.sleeps if s > 0]) == 2
+
+
+def test_backoff_grows_exponentially_with_jitter(monkeypatch, requests_mock, fake_clock):
+    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 4})
+    requests_mock.get(
+        f"{API}/contacts", status_code=500, json={"error": {"code": "internal_error", "message": "x"}}
+    )
+    with pytest.raises(ClarkyServerError, match="gave up after 4 retries"):
+        ClarkyHook(backoff_base=1.0).request("GET", "/contacts")
+    sleeps = [s for s in fake_clock.sleeps if s > 0]
+    assert len(sleeps) == 4
+    for attempt, slept in enumerate(sleeps):
+        assert 2**attempt / 2 <= slept <= 2**attempt
+
+
+def test_persistent_5xx_gives_up_with_clear_error(hook, requests_mock, fake_clock):
+    requests_mock.get(f"{API}/contacts", status_code=502, text="<html>Bad Gateway</html>")
+    with pytest.raises(ClarkyServerError) as info:
+        hook.request("GET", "/contacts")
+    assert requests_mock.call_count == 1 + hook.settings.max_retries
+    message = str(info.value)
+    assert "HTTP 502" in message and "non-JSON body" in message and "gave up after 5 retries" in message
+
+
+def test_retrying_is_bounded_by_total_time(monkeypatch, requests_mock, fake_clock):
+    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 100})
+    requests_mock.get(f"{API}/contacts", exc=requests.ConnectionError("refused"))
+    with pytest.raises(ClarkyServerError, match="gave up after 60s of retrying"):
+        ClarkyHook(max_retry_seconds=60, backoff_base=5).request("GET", "/contacts")
+    assert fake_clock.now - 1_000.0 <= 60
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "exc_type"),
+    [
+        (400, "bad_request", ClarkyBadRequestError),
+        (401, "unauthorized", ClarkyAuthError),
+        (403, "forbidden", ClarkyPermissionError),
+        (404, "not_found", ClarkyNotFoundError),
+        (422, "validation_error", ClarkyBadRequestError),
+    ],
+)
+def test_client_errors_fail_at_once(hook, requests_mock, status, code, exc_type):
+    requests_mock.get(f"{API}/contacts", **error(status, code, "bad thing", **{}))
+    with pytest.raises(exc_type) as info:
+        hook.request("GET", "/contacts")
+    assert requests_mock.call_count == 1
+    assert (
+        info.value.status == status and info.value.code == code and info.value.message.startswith("bad thing")
+    )
+
+
+def test_401_says_to_rotate_the_key(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", **error(401, "unauthorized", "Missing or invalid API key"))
+    with pytest.raises(ClarkyAuthError, match="invalid or revoked; rotate it"):
+        list(hook.paginate("contacts"))
+
+
+def test_error_details_are_kept(hook, requests_mock):
+    body = {
+        "error": {
+            "code": "validation_error",
+            "message": "page_size too big",
+            "details": {"field": "page_size"},
+        }
+    }
+    requests_mock.get(f"{API}/contacts", status_code=422, json=body)
+    with pytest.raises(ClarkyBadRequestError) as info:
+        hook.request("GET", "/contacts")
+    assert info.value.details == {"field": "page_size"}
+
+
+# -- pacing -------------------------------------------------------------------------------
+
+
+def test_requests_are_paced_under_the_budget(monkeypatch, requests_mock, fake_clock):
+    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 120, "max_concurrency": 1})
+    requests_mock.get(f"{API}/agents", json={"data": []})
+    hook = ClarkyHook()
+    for _ in range(11):
+        hook.request("GET", "/agents")
+    # 10 gaps at 97% of 120/min: 10 * 60 / 116.4 s
+    assert fake_clock.now - 1_000.0 == pytest.approx(10 * 60 / (120 * 0.97))
+
+
+def test_exhausted_budget_header_pauses_until_reset(hook, requests_mock, fake_clock):
+    reset = int(fake_clock.epoch) + 20
+    requests_mock.get(
+        f"{API}/agents",
+        json={"data": []},
+        headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset), "X-RateLimit-Limit": "120"},
+    )
+    hook.request("GET", "/agents")
+    hook.request("GET", "/agents")
+    assert max(fake_clock.sleeps) == pytest.approx(20, abs=0.01)
+
+
+# -- pagination ---------------------------------------------------------------------------
+
+
+def test_pages_until_total_pages(hook, requests_mock):
+    requests_mock.get(
+        f"{API}/contacts",
+        [page(contacts(*[f"c_{i}" for i in range(100)]), 1, 150), page(contacts("c_100", "c_101"), 2, 150)],
+    )
+    assert len(list(hook.paginate("contacts"))) == 102
+    assert requests_mock.call_count == 2
+
+
+def test_total_pages_is_reread_on_every_page(hook, requests_mock):
+    full = [f"c_{i}" for i in range(300)]
+    requests_mock.get(
+        f"{API}/contacts",
+        [
+            page(contacts(*full[:100]), 1, 200),
+            page(contacts(*full[100:200]), 2, 300),  # the CRM grew while we paged
+            page(contacts(*full[200:]), 3, 300),
+        ],
+    )
+    assert len(list(hook.paginate("contacts"))) == 300
+
+
+def test_stops_on_empty_page_even_if_totals_say_more(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", [page(contacts("c_1"), 1, 500), page([], 2, 500)])
+    assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
+    assert requests_mock.call_count == 2
+
+
+def test_missing_pagination_object_reads_until_short_page(hook, requests_mock):
+    requests_mock.get(
+        f"{API}/companies",
+        [
+            {"json": {"data": contacts(*[f"co_{i}" for i in range(100)])}},
+            {"json": {"data": contacts("co_x")}},
+        ],
+    )
+    assert len(list(hook.paginate("companies"))) == 101
+    assert requests_mock.call_count == 2
+
+
+def test_duplicate_ids_across_pages_are_dropped(hook, requests_mock):
+    first = contacts(*[f"c_{i}" for i in range(100)])
+    requests_mock.get(
+        f"{API}/contacts",
+        [page(first, 1, 200), page(contacts("c_99", "c_5", "9f1c6a9e-8c3b-4ea2-bf8c-5b08f7a4d6c2"), 2, 200)],
+    )
+    ids = [r["id"] for r in hook.paginate("contacts")]
+    assert len(ids) == len(set(ids)) == 101
+    assert "9f1c6a9e-8c3b-4ea2-bf8c-5b08f7a4d6c2" in ids
+    assert hook.stats.duplicates_dropped == 2
+
+
+def test_concurrent_pages_arrive_in_page_order(monkeypatch, requests_mock):
+    set_clarky_conn(
+        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 4, "page_size": 10}
+    )
+    ids = [f"c_{i:03d}" for i in range(95)]
+
+    def respond(request, context):
+        number = int(request.qs["page"][0])
+        return page(contacts(*ids[(number - 1) * 10 : number * 10]), number, 95, 10)["json"]
+
+    requests_mock.get(f"{API}/contacts", json=respond)
+    assert [r["id"] for r in ClarkyHook().paginate("contacts")] == ids
+
+
+def test_child_resources_fan_out_and_carry_parent_id(hook, requests_mock):
+    requests_mock.get(f"{API}/pipelines", **page([{"id": "p_1"}, {"id": "p_2"}], 1, 2))
+    requests_mock.get(f"{API}/pipelines/p_1/stages", json={"data": [{"id": "ps_1", "order_index": 0}]})
+    requests_mock.get(f"{API}/pipelines/p_2/stages", json={"data": [{"id": "ps_2", "pipeline_id": "p_2"}]})
+    stages = list(hook.paginate("pipeline_stages"))
+    assert [(s["id"], s["pipeline_id"]) for s in stages] == [("ps_1", "p_1"), ("ps_2", "p_2")]
+    assert all("page" not in r.qs for r in requests_mock.request_history[1:])
+
+
+def test_unsupported_filter_is_rejected_locally(hook, requests_mock):
+    with pytest.raises(
+        ClarkyConfigError, match="'updated_after' is not supported by Clarky resource 'companies'"
+    ):
+        list(hook.paginate("companies", updated_after="2026-01-01T00:00:00Z"))
+    assert requests_mock.call_count == 0
+
+
+def test_unknown_resource_lists_valid_names(hook):
+    with pytest.raises(ClarkyConfigError, match=r"Unknown Clarky resource 'deals'.*contacts"):
+        list(hook.paginate("deals"))
+
+
+def test_timestamp_filters_are_sent_as_utc(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", **page([], 1, 0))
+    local = pendulum.datetime(2026, 1, 15, 11, 0, 0, tz="Europe/Zurich")
+    list(
+        hook.paginate("contacts", updated_after=local, created_before=datetime(2026, 2, 1, 0, 0, 0, 500_000))
+    )
+    qs = requests_mock.request_history[0].qs
+    assert qs["updated_after"] == ["2026-01-15t10:00:00z"]  # requests-mock lower-cases query values
+    assert qs["created_before"] == ["2026-02-01t00:00:00.500z"]
+
+
+def test_get_record_and_find_by_email(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts/c_1", json={"data": {"id": "c_1"}})
+    requests_mock.get(
+        f"{API}/contacts/by-email", [{"json": {"data": {"id": "c_1"}}}, error(404, "not_found")]
+    )
+    assert hook.get_record("contacts", "c_1") == {"id": "c_1"}
+    assert hook.find_contact_by_email("ada@example.com") == {"id": "c_1"}
+    assert hook.find_contact_by_email("nobody@example.com") is None
+
+
+def test_get_pandas_df(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", **page(contacts("c_1", "c_2"), 1, 2))
+    frame = hook.get_pandas_df("contacts")
+    assert list(frame["id"]) == ["c_1", "c_2"]
+
+
+# -- the API's inconsistencies -------------------------------------------------------------
+
+
+def test_emails_as_objects_and_as_strings():
+    as_objects = {
+        "emails": [{"email": "a@x.com", "is_primary": False}, {"email": "b@x.com", "is_primary": True}]
+    }
+    unflagged = {"emails": [{"email": "a@x.com"}, {"email": "b@x.com"}]}
+    as_strings = {"emails": ["a@x.com", "b@x.com"]}
+    assert primary_email(as_objects) == "b@x.com"
+    assert primary_email(unflagged) == "a@x.com"
+    assert primary_email(as_strings) == "a@x.com"
+    assert primary_email({}) is None and primary_email({"emails": []}) is None
+    assert primary_phone({"phone_numbers": ["+15550001"]}) == "+15550001"
+
+
+def test_both_timestamp_precisions_parse_to_the_same_instant():
+    seconds = parse_timestamp("2026-01-12T14:30:00Z")
+    millis = parse_timestamp("2026-01-12T14:30:00.000Z")
+    assert seconds == millis == datetime(2026, 1, 12, 14, 30, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-01-12T15:30:00.250+01:00") == seconds + timedelta(milliseconds=250)
+
+
+def test_malformed_timestamp_filter_names_the_parameter():
+    with pytest.raises(ClarkyConfigError, match="updated_after='last tuesday' is not an ISO 8601 timestamp"):
+        format_timestamp("last tuesday", name="updated_after")
+
+
+# -- test_connection ----------------------------------------------------------------------
+
+
+def test_test_connection_ok(hook, requests_mock):
+    requests_mock.get(f"{API}/contacts", **page(contacts("c_1"), 1, 42, 1))
+    ok, message = hook.test_connection()
+    assert ok and "42 contacts" in message
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (error(401, "unauthorized"), "invalid or has been revoked"),
+        ({"exc": requests.ConnectionError("Name or service not known")}, "Could not get an answer"),
+        ({"exc": requests.ConnectTimeout("timed out")}, "no answer within 30s"),
+    ],
+)
+def test_test_connection_explains_failures(hook, requests_mock, failure, expected):
+    requests_mock.get(f"{API}/contacts", **failure)
+    ok, message = hook.test_connection()
+    assert not ok and expected in message
+    assert requests_mock.call_count == 1
+    assert TEST_KEY not in message
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def test_key_never_appears_in_logs_or_errors(hook, requests_mock, fake_clock, caplog):
+    """Drive every error path with a known key and look for it in everything we produced."""
+    echo = {"error": {"code": "bad_request", "message": f"bad header Bearer {TEST_KEY}"}}
+    paths = {
+        "/r400": {"status_code": 400, "json": echo},
+        "/r401": error(401, "unauthorized"),
+        "/r403": error(403, "forbidden"),
+        "/r404": error(404, "not_found"),
+        "/r422": error(422, "validation_error"),
+        "/r429": error(429, "rate_limited", **{"Retry-After": "1"}),
+        "/r500": error(500, "internal_error"),
+        "/r502": {"status_code": 502, "text": f"<html>{TEST_KEY}</html>"},
+        "/reset": {"exc": requests.ConnectionError(f"reset while sending Bearer {TEST_KEY}")},
+        "/timeout": {"exc": requests.ReadTimeout("slow")},
+        "/truncated": {"status_code": 200, "text": '{"data": ['},
+    }
+    for path, response in paths.items():
+        requests_mock.get(API + path, **response)
+    requests_mock.get(f"{API}/contacts", **error(401, "unauthorized"))
+    texts = []
+    with caplog.at_level(logging.DEBUG):
+        for path in paths:
+            try:
+                hook.request("GET", path)
+            except ClarkyError as exc:
+                texts += [str(exc), repr(exc), exc.message]
+        texts.append(hook.test_connection()[1])
+    texts += [record.getMessage() for record in caplog.records]
+    assert len(texts) > len(paths)
+    for text in texts:
+        assert TEST_KEY not in text
+    assert any("***" in text for text in texts)  # the echoed key was scrubbed, not dropped silently

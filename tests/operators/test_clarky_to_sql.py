@@ -1,0 +1,238 @@
+"""ClarkyToSqlOperator end to end: emulator -> SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from clarky_provider.exceptions import ClarkyAuthError, ClarkyConfigError, ClarkyServerError
+from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
+from clarky_provider.resources import RESOURCES
+from clarky_provider.testing import FaultPlan
+from tests.warehouse import assert_table_matches
+
+
+def load(**kwargs):
+    kwargs.setdefault("sql_conn_id", "warehouse")
+    kwargs.setdefault("task_id", f"load_{kwargs['resource']}")
+    return ClarkyToSqlOperator(**kwargs).execute({})
+
+
+@pytest.mark.parametrize("resource", sorted(RESOURCES))
+def test_full_load_equals_ground_truth(emulator, warehouse, resource):
+    summary = load(resource=resource)
+    truth = emulator.dataset[resource]
+    assert summary["rows_fetched"] == summary["rows_inserted"] == len(truth)
+    assert_table_matches(warehouse, resource, resource, truth)
+
+
+def test_summary_is_small_and_has_no_records(emulator, warehouse):
+    summary = load(resource="contacts")
+    assert set(summary) >= {
+        "rows_fetched",
+        "rows_inserted",
+        "rows_updated",
+        "rows_deleted",
+        "pages",
+        "requests",
+        "retries",
+        "duration_seconds",
+        "watermark",
+    }
+    assert summary["pages"] == 3 and summary["requests"] == 3
+    assert len(repr(summary)) < 2000
+
+
+def test_rerun_changes_nothing(emulator, warehouse):
+    load(resource="contacts", incremental="full")
+    before = warehouse.rows("contacts")
+    summary = load(resource="contacts", incremental="full")
+    after = warehouse.rows("contacts")
+    assert summary["rows_inserted"] == 0 and summary["rows_updated"] == 300
+    strip = lambda rows: {k: {c: v for c, v in r.items() if c != "_loaded_at"} for k, r in rows.items()}  # noqa: E731
+    assert strip(before) == strip(after)
+
+
+def test_incremental_watermark_catches_up_after_changes(emulator, warehouse):
+    first = load(resource="contacts")
+    assert "updated_after" not in first["filters"]
+    changed = emulator.mutate(inserts=7, updates=5, deletes=0)
+    second = load(resource="contacts")
+    assert "updated_after" in second["filters"]
+    assert second["rows_fetched"] < 50  # only the window since the watermark, not the whole table
+    assert second["rows_inserted"] == 7
+    assert set(changed["updated"]) <= set(warehouse.rows("contacts"))
+    assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+    assert second["watermark"] >= first["watermark"]
+
+
+def test_interval_mode_uses_the_data_interval(emulator, warehouse):
+    load(resource="contacts", incremental="full")
+    emulator.mutate(updates=3)
+    op = ClarkyToSqlOperator(
+        task_id="t", resource="contacts", sql_conn_id="warehouse", incremental="interval"
+    )
+    summary = op.execute({"data_interval_start": datetime(2026, 11, 20, tzinfo=timezone.utc)})
+    assert summary["filters"]["updated_after"].startswith("2026-11-20T00:00:00")
+    assert summary["rows_fetched"] == 3
+    assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+
+
+def test_backfill_windows_equal_one_full_load(emulator, warehouse):
+    bounds = ["2023-01-01T00:00:00Z", "2024-06-01T00:00:00Z", "2025-08-15T12:00:00Z", "2027-01-01T00:00:00Z"]
+    fetched = 0
+    for start, end in itertools.pairwise(bounds):
+        fetched += load(resource="contacts", window_start=start, window_end=end)["rows_fetched"]
+    assert fetched == 300  # windows neither overlap nor leave gaps
+    assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+
+
+def test_window_boundary_record_lands_in_exactly_one_window(emulator, warehouse):
+    boundary = emulator.dataset["contacts"][0]["created_at"]
+    left = load(resource="contacts", window_start="2020-01-01T00:00:00Z", window_end=boundary)
+    right = load(resource="contacts", window_start=boundary, window_end="2030-01-01T00:00:00Z")
+    assert left["rows_fetched"] + right["rows_fetched"] == 300
+
+
+def test_append_mode_appends(emulator, warehouse):
+    load(resource="agents", write_mode="append", table="agents_log")
+    warehouse_rows = warehouse.query("SELECT COUNT(*) FROM agents_log")
+    assert warehouse_rows[0][0] == 3
+
+
+def test_replace_mode_swaps_in_one_transaction(emulator, warehouse):
+    load(resource="companies", write_mode="replace")
+    emulator.store.lists["companies"][None].remove(emulator.dataset["companies"][0]["id"])
+    summary = load(resource="companies", write_mode="replace")
+    assert summary["rows_deleted"] == 30 and summary["rows_inserted"] == 29
+    assert_table_matches(warehouse, "companies", "companies", emulator.dataset["companies"])
+
+
+def test_replace_never_exposes_an_empty_table(emulator, warehouse):
+    load(resource="contacts", write_mode="replace")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append(warehouse.query("SELECT COUNT(*) FROM contacts")[0][0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(3):
+            load(resource="contacts", write_mode="replace", batch_size=50)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen and min(seen) == 300
+
+
+@pytest.mark.parametrize("delete_mode", ["flag", "remove"])
+def test_delete_detection_on_full_snapshots(emulator, warehouse, delete_mode):
+    load(resource="companies", delete_mode=delete_mode)
+    gone = emulator.dataset["companies"][3]["id"]
+    emulator.store.lists["companies"][None].remove(gone)
+    summary = load(resource="companies", delete_mode=delete_mode)
+    assert summary["rows_deleted"] == 1
+    rows = warehouse.rows("companies")
+    if delete_mode == "remove":
+        assert gone not in rows
+    else:
+        assert rows[gone]["_deleted_at"] is not None
+        assert sum(r["_deleted_at"] is not None for r in rows.values()) == 1
+
+
+def test_failure_midway_leaves_table_unchanged(emulator, warehouse, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emulator.connection_uri(max_retries=1))
+    load(resource="contacts", incremental="full")
+    before = warehouse.rows("contacts")
+    emulator.mutate(updates=20, inserts=5)
+    emulator.faults = FaultPlan(scheduled={n: "500" for n in range(6, 1000)})  # from the 3rd page on
+    with pytest.raises(ClarkyServerError):
+        op = ClarkyToSqlOperator(
+            task_id="t", resource="contacts", sql_conn_id="warehouse", incremental="full", batch_size=10
+        )
+        op.execute({})
+    assert warehouse.rows("contacts") == before
+
+
+def test_failure_after_some_pages_leaves_new_table_absent(monkeypatch, warehouse):
+    from clarky_provider.testing import ClarkyEmulator
+
+    plan = FaultPlan(scheduled={3: "revoke"})
+    with ClarkyEmulator(500, rate_limit=None, faults=plan) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(max_concurrency=1))
+        with pytest.raises(ClarkyAuthError, match="rotate"):
+            load(resource="contacts", batch_size=10)
+        assert emu.stats.count("/contacts", 401) == 1  # failed fast: no retry storm
+    assert not warehouse.exists("contacts")
+
+
+def test_hostile_names_and_values_are_data_not_sql(emulator, warehouse):
+    load(resource="contacts")
+    rows = warehouse.rows("contacts")
+    hostile = [r for r in rows.values() if "'; DROP TABLE contacts; --" in (r["custom_fields"] or {})]
+    assert hostile
+    assert any("🎉" in str(r["_raw"]) for r in rows.values())
+    long_notes = [r for r in rows.values() if len(r["notes"] or "") > 100_000]
+    assert all(r["notes"] == r["_raw"]["notes"] for r in long_notes)
+
+
+def test_unknown_fields_are_kept_and_logged(emulator, warehouse, caplog):
+    load(resource="contacts")
+    rows = warehouse.rows("contacts")
+    extra = [r for r in rows.values() if "x_engagement_score" in r["_raw"]]
+    assert extra
+    assert "x_engagement_score" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resource": "deals"}, "Unknown Clarky resource 'deals'"),
+        (
+            {"resource": "companies", "filters": {"updated_after": "2026-01-01"}},
+            "not supported by Clarky resource",
+        ),
+        ({"resource": "contacts", "updated_after": "soon"}, "updated_after='soon' is not an ISO 8601"),
+        ({"resource": "contacts", "table": 'x"; DROP TABLE y; --'}, "is not a valid name"),
+        ({"resource": "contacts", "schema": "a b"}, "Schema name 'a b' is not a valid name"),
+        ({"resource": "companies", "window_start": "2025-01-01"}, "Backfill windows need a resource"),
+        (
+            {"resource": "contacts", "window_start": "2025-01-02", "window_end": "2025-01-01"},
+            "must be before",
+        ),
+        (
+            {"resource": "companies", "incremental": "watermark"},
+            "needs a resource with an incremental filter",
+        ),
+    ],
+)
+def test_bad_input_rejected_before_any_request(emulator, warehouse, kwargs, message):
+    with pytest.raises(ClarkyConfigError, match=message):
+        load(**kwargs)
+    assert emulator.stats.requests == 0
+    assert not warehouse.exists("contacts") and not warehouse.exists("companies")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"write_mode": "upsert"}, "write_mode='upsert'"),
+        ({"incremental": "sometimes"}, "incremental='sometimes'"),
+        ({"delete_mode": "soft"}, "delete_mode='soft'"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+    ],
+)
+def test_bad_arguments_rejected_at_construction(kwargs, message):
+    with pytest.raises(ClarkyConfigError, match=message):
+        ClarkyToSqlOperator(task_id="t", resource="contacts", sql_conn_id="warehouse", **kwargs)
+
+
+def test_non_sql_connection_is_refused(emulator, monkeypatch):
+    with pytest.raises(ClarkyConfigError, match="is not a SQL connection"):
+        ClarkyToSqlOperator(task_id="t", resource="agents", sql_conn_id="clarky_default").execute({})
