@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m clarky_provider.demo
+	$(PY) scripts/demo.py
 
 test: $(VENV)/.installed
 	scripts/test.sh $(PYTEST_ARGS)
