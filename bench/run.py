@@ -1,0 +1,263 @@
+"""Benchmarks with printed figures (never asserted in tests).
+
+    python bench/run.py emulator                      # emulator list requests/s on one core
+    python bench/run.py pipeline --contacts 20000     # our operator vs a naive loop, same run
+    python bench/run.py memory --sizes 10000,1000000  # peak RSS of the operator by dataset size
+
+The emulator runs in its own process (pinned to one core for the throughput figure); every
+measured load runs in a fresh child process so its peak RSS is its own. Targets: PostgreSQL
+when CLARKY_TEST_POSTGRES_URI is set (``scripts/postgres.sh start`` prints one), else SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the emulator as a separate process -------------------------------------------------------
+
+
+@contextmanager
+def emulator_process(contacts: int, *extra: str, core: int | None = None):
+    """Start ``python -m clarky_provider.testing serve`` and yield (base_url, read_key)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "clarky_provider.testing", "serve", "--port", str(port)]
+    command += ["--contacts", str(contacts), "--rate-limit", "0", *extra]
+    if core is not None:
+        command = ["taskset", "-c", str(core), *command]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        if not lines[2].strip():
+            raise RuntimeError(f"emulator did not start: {lines}")
+        yield f"http://127.0.0.1:{port}", lines[2].split()[-1]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# -- figure 1: emulator throughput ------------------------------------------------------------
+
+
+def bench_emulator(args: argparse.Namespace) -> None:
+    with emulator_process(args.contacts, core=0) as (base_url, key):
+        url = f"{base_url}/api/v1/contacts"
+        headers = {"Authorization": f"Bearer {key}"}
+        pages = -(-args.contacts // 100)
+        counts = [0] * args.clients
+        stop = time.monotonic() + args.seconds
+
+        def client(index: int) -> None:
+            with requests.Session() as session:
+                number = index
+                while time.monotonic() < stop:
+                    number = number % pages + 1
+                    response = session.get(url, params={"page": number, "page_size": 100}, headers=headers)
+                    response.raise_for_status()
+                    counts[index] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+    total = sum(counts)
+    print("\nEmulator throughput (server pinned to core 0, page_size=100, keep-alive clients)")
+    print(f"  {'clients':>8} {'requests':>10} {'seconds':>8} {'requests/s':>11} {'records/s':>11}")
+    print(
+        f"  {args.clients:>8} {total:>10} {elapsed:>8.1f} {total / elapsed:>11.0f} {100 * total / elapsed:>11.0f}"
+    )
+
+
+# -- measured loads, each in a child process -----------------------------------------------------
+
+
+def _target() -> tuple[str, dict[str, object], str]:
+    """(kind, Airflow connection dict, SQLAlchemy URL) of a fresh target database."""
+    uri = os.environ.get("CLARKY_TEST_POSTGRES_URI")
+    if uri:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(uri, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        info = conninfo_to_dict(uri)
+        conn = {
+            "conn_type": "postgres",
+            "host": info.get("host"),
+            "port": int(info.get("port", 5432)),
+            "login": info.get("user", "postgres"),
+            "schema": name,
+        }
+        url = f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host')}:{info.get('port')}/{name}"
+        return "postgres", conn, url
+    path = Path(tempfile.mkdtemp(prefix="clarky-bench-")) / "bench.db"
+    return "sqlite", {"conn_type": "sqlite", "host": str(path)}, f"sqlite:///{path}"
+
+
+def run_child(kind: str, base_url: str, key: str) -> dict[str, float]:
+    target, conn, url = _target()
+    env = dict(os.environ)
+    env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
+    env["AIRFLOW_CONN_WAREHOUSE"] = json.dumps(conn)
+    env["AIRFLOW_CONN_CLARKY_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "clarky",
+            "host": base_url,
+            "password": key,
+            "extra": {"requests_per_minute": 1_000_000},
+        }
+    )
+    command = [sys.executable, __file__, "_child", kind, "--url", url, "--base-url", base_url, "--key", key]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise SystemExit(f"{kind} run failed:\n{finished.stderr[:1500]}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    result["target"] = target
+    return result
+
+
+def child(args: argparse.Namespace) -> None:
+    """Runs inside the measured process; prints one JSON line of figures (imports not timed)."""
+    import pandas  # noqa: F401 - both runs pay their imports before the clock starts
+    import sqlalchemy  # noqa: F401
+
+    from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
+
+    started = time.monotonic()
+    if args.kind == "operator":
+        summary = ClarkyToSqlOperator(task_id="bench", resource="contacts", sql_conn_id="warehouse").execute(
+            {}
+        )
+        records, requests_made = summary["rows_fetched"], summary["requests"]
+    else:
+        records, requests_made = naive_loop(args)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    figures = {"records": records, "seconds": time.monotonic() - started, "requests": requests_made}
+    print(json.dumps({**figures, "peak_rss_mb": peak_kb / 1024}))
+
+
+def naive_loop(args: argparse.Namespace) -> tuple[int, int]:
+    """The baseline a data engineer would write: requests page by page, pandas ``to_sql`` per page."""
+    import pandas as pd
+    import sqlalchemy
+
+    from clarky_provider.resources import CONTACTS
+
+    columns = [f.name for f in CONTACTS.fields]  # a fixed column list: new API fields would break to_sql
+    # explicit types: pandas infers all-null columns of the first page as floats
+    dtypes = {name: sqlalchemy.Float() if name == "deal_value" else sqlalchemy.Text() for name in columns}
+    engine = sqlalchemy.create_engine(args.url)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {args.key}"
+    number, records, requests_made = 1, 0, 0
+    while True:
+        body = session.get(
+            f"{args.base_url}/api/v1/contacts", params={"page": number, "page_size": 100}
+        ).json()
+        requests_made += 1
+        frame = pd.DataFrame(body["data"], columns=columns)
+        if frame.empty:
+            break
+        for column in frame.columns:  # nested values must become text for to_sql
+            if frame[column].map(lambda v: isinstance(v, (dict, list))).any():
+                frame[column] = frame[column].map(json.dumps)
+        frame.to_sql("contacts", engine, if_exists="append", index=False, dtype=dtypes)
+        records += len(frame)
+        if number >= body["pagination"]["total_pages"]:
+            break
+        number += 1
+    return records, requests_made
+
+
+# -- figure 2: the pipeline against baselines --------------------------------------------------------
+
+
+def _row(name: str, result: dict[str, float]) -> str:
+    rate = result["records"] / result["seconds"]
+    per_minute = result["requests"] / result["seconds"] * 60
+    return (
+        f"  {name:<22} {result['target']:<9} {result['records']:>9} {result['seconds']:>8.2f} {rate:>10.0f} "
+        f"{result['requests']:>9} {per_minute:>9.0f} {result['peak_rss_mb']:>9.0f}"
+    )
+
+
+HEADER = (
+    f"  {'run':<22} {'target':<9} {'records':>9} {'seconds':>8} {'records/s':>10} "
+    f"{'requests':>9} {'req/min':>9} {'peak MB':>9}"
+)
+
+
+def bench_pipeline(args: argparse.Namespace) -> None:
+    with emulator_process(args.contacts) as (base_url, key):
+        ours = run_child("operator", base_url, key)
+        naive = run_child("naive", base_url, key)
+    print(f"\nPipeline, {args.contacts} contacts, no rate limit, no latency (emulator in its own process)")
+    print(HEADER)
+    print(_row("ClarkyToSqlOperator", ours))
+    print(_row("naive requests+to_sql", naive))
+    speedup = (ours["records"] / ours["seconds"]) / (naive["records"] / naive["seconds"])
+    print(f"\n  ours / naive records/s: {speedup:.1f}x")
+
+
+def bench_memory(args: argparse.Namespace) -> None:
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        with emulator_process(size) as (base_url, key):
+            rows.append((size, run_child("operator", base_url, key)))
+    print("\nPeak RSS of the operator by dataset size (fresh process each)")
+    print(HEADER)
+    for size, result in rows:
+        print(_row(f"operator {size}", result))
+    (small, first), (large, last) = rows[0], rows[-1]
+    print(f"\n  peak RSS {large} vs {small} contacts: {last['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    emulator = sub.add_parser("emulator")
+    emulator.add_argument("--contacts", type=int, default=10_000)
+    emulator.add_argument("--clients", type=int, default=4)
+    emulator.add_argument("--seconds", type=float, default=10.0)
+    pipeline = sub.add_parser("pipeline")
+    pipeline.add_argument("--contacts", type=int, default=20_000)
+    memory = sub.add_parser("memory")
+    memory.add_argument("--sizes", default="10000,100000")
+    measured = sub.add_parser("_child")
+    measured.add_argument("kind", choices=["operator", "naive"])
+    measured.add_argument("--url", required=True)
+    measured.add_argument("--base-url", required=True)
+    measured.add_argument("--key", required=True)
+    args = parser.parse_args()
+    {"emulator": bench_emulator, "pipeline": bench_pipeline, "memory": bench_memory, "_child": child}[
+        args.command
+    ](args)
+
+
+if __name__ == "__main__":
+    main()
