@@ -117,7 +117,7 @@ def _target() -> tuple[str, dict[str, object], str]:
     return "sqlite", {"conn_type": "sqlite", "host": str(path)}, f"sqlite:///{path}"
 
 
-def run_child(kind: str, base_url: str, key: str) -> dict[str, float]:
+def run_child(kind: str, base_url: str, key: str, **clarky_extra: float) -> dict[str, float]:
     target, conn, url = _target()
     env = dict(os.environ)
     env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
@@ -127,7 +127,7 @@ def run_child(kind: str, base_url: str, key: str) -> dict[str, float]:
             "conn_type": "clarky",
             "host": base_url,
             "password": key,
-            "extra": {"requests_per_minute": 1_000_000},
+            "extra": {"requests_per_minute": 1_000_000, **clarky_extra},
         }
     )
     command = [sys.executable, __file__, "_child", kind, "--url", url, "--base-url", base_url, "--key", key]
@@ -151,11 +151,20 @@ def child(args: argparse.Namespace) -> None:
         summary = ClarkyToSqlOperator(task_id="bench", resource="contacts", sql_conn_id="warehouse").execute(
             {}
         )
-        records, requests_made = summary["rows_fetched"], summary["requests"]
+        records, requests_made, limited = (
+            summary["rows_fetched"],
+            summary["requests"],
+            summary["rate_limited"],
+        )
     else:
-        records, requests_made = naive_loop(args)
+        (records, requests_made), limited = naive_loop(args), 0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    figures = {"records": records, "seconds": time.monotonic() - started, "requests": requests_made}
+    figures = {
+        "records": records,
+        "seconds": time.monotonic() - started,
+        "requests": requests_made,
+        "429s": limited,
+    }
     print(json.dumps({**figures, "peak_rss_mb": peak_kb / 1024}))
 
 
@@ -235,6 +244,33 @@ def bench_memory(args: argparse.Namespace) -> None:
     print(f"\n  peak RSS {large} vs {small} contacts: {last['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB")
 
 
+def bench_budget(args: argparse.Namespace) -> None:
+    """Budget use under the documented limit, on a scaled clock: concurrent vs sequential paging."""
+    scale = args.time_scale
+    flags = ("--rate-limit", "120", "--time-scale", str(scale), "--latency", str(args.latency))
+    runs = []
+    for name, concurrency in (("operator, concurrent", args.concurrency), ("operator, sequential", 1)):
+        with emulator_process(args.contacts, *flags) as (base_url, key):
+            result = run_child(
+                "operator", base_url, key, requests_per_minute=120 / scale, max_concurrency=concurrency
+            )
+        runs.append((name, result))
+    print(
+        f"\nBudget use: {args.contacts} contacts, 120 reads/minute, {args.latency:g} s latency per request, "
+        f"clock scaled x{1 / scale:g} (figures per scaled minute)"
+    )
+    print(
+        f"  {'run':<22} {'records':>8} {'seconds':>8} {'requests':>9} {'req/min':>8} {'budget':>7} {'429s':>5} {'429 %':>6}"
+    )
+    for name, r in runs:
+        per_minute = r["requests"] / (r["seconds"] / scale / 60)
+        share = 100 * r["429s"] / max(1, r["requests"])
+        print(
+            f"  {name:<22} {r['records']:>8} {r['seconds']:>8.1f} {r['requests']:>9} {per_minute:>8.1f} "
+            f"{per_minute / 120:>7.0%} {r['429s']:>5} {share:>5.1f}%"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -246,6 +282,11 @@ def main() -> None:
     emulator.add_argument("--seconds", type=float, default=10.0)
     pipeline = sub.add_parser("pipeline")
     pipeline.add_argument("--contacts", type=int, default=20_000)
+    budget = sub.add_parser("budget")
+    budget.add_argument("--contacts", type=int, default=20_000)
+    budget.add_argument("--time-scale", type=float, default=0.25)
+    budget.add_argument("--latency", type=float, default=1.0)
+    budget.add_argument("--concurrency", type=int, default=4)
     memory = sub.add_parser("memory")
     memory.add_argument("--sizes", default="10000,100000")
     measured = sub.add_parser("_child")
@@ -254,9 +295,13 @@ def main() -> None:
     measured.add_argument("--base-url", required=True)
     measured.add_argument("--key", required=True)
     args = parser.parse_args()
-    {"emulator": bench_emulator, "pipeline": bench_pipeline, "memory": bench_memory, "_child": child}[
-        args.command
-    ](args)
+    commands = {
+        "emulator": bench_emulator,
+        "pipeline": bench_pipeline,
+        "memory": bench_memory,
+        "budget": bench_budget,
+    }
+    {**commands, "_child": child}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     return dt.astimezone(timezone.utc)
 
 
-def format_timestamp(value: Any, *, name: str = "timestamp") -> str:
-    """Format a datetime, pendulum DateTime or ISO string as the UTC ``Z`` string the API takes.
-
-    Naive datetimes are taken as UTC. Malformed strings raise a ``ClarkyConfigError`` naming
-    the parameter, before any request is sent.
-    """
+def require_timestamp(value: Any, name: str) -> datetime:
+    """Parse a user-supplied timestamp; a ``ClarkyConfigError`` naming the parameter if it is not one."""
     try:
         dt = parse_timestamp(value)
     except (TypeError, ValueError):
@@ -44,6 +40,15 @@ def format_timestamp(value: Any, *, name: str = "timestamp") -> str:
             f"{name}={value!r} is not an ISO 8601 timestamp; pass a datetime or a string such as "
             "'2026-01-15T10:00:00Z'."
         )
+    return dt
+
+
+def format_timestamp(value: Any, *, name: str = "timestamp") -> str:
+    """Format a datetime, pendulum DateTime or ISO string as the UTC ``Z`` string the API takes.
+
+    Naive datetimes are taken as UTC. Malformed strings raise before any request is sent.
+    """
+    dt = require_timestamp(value, name)
     millis = dt.microsecond // 1000
     base = dt.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{millis:03d}Z" if millis else f"{base}Z"

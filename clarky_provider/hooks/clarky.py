@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -72,9 +72,11 @@ class RequestStats:
     records: int = 0
     duplicates_dropped: int = 0
     rate_limit_wait_seconds: float = 0.0
+    budget_remaining: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: float) -> None:
+        """Add to counters (thread-safe)."""
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
@@ -394,6 +396,7 @@ class ClarkyHook(BaseHook):
             reset = float(headers["X-RateLimit-Reset"])
         except (KeyError, ValueError):
             return
+        self.stats.budget_remaining = remaining
         self.limiter.observe(remaining, reset)
 
     def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
@@ -449,11 +452,21 @@ class ClarkyHook(BaseHook):
             yield from self._resource_pages(res, parent_id, params)
 
     def paginate(
-        self, resource: str, *, parent_id: str | None = None, **filters: Any
+        self,
+        resource: str,
+        *,
+        parent_id: str | None = None,
+        on_page: Callable[[Page], None] | None = None,
+        **filters: Any,
     ) -> Iterator[dict[str, Any]]:
-        """Yield every record once (duplicates from page drift dropped by id)."""
+        """Yield every record once (duplicates from page drift dropped by id).
+
+        ``on_page`` is called with each page as it arrives (progress reporting).
+        """
         seen: set[int] = set()
         for page in self.iter_pages(resource, parent_id=parent_id, **filters):
+            if on_page is not None:
+                on_page(page)
             fresh = 0
             for record in page.records:
                 record_id = record.get("id")

@@ -12,7 +12,7 @@ import threading
 import time
 
 #: Fraction of the budget we pace at, so jitter in arrival times never tips a rolling window over.
-UTILISATION = 0.97
+UTILISATION = 0.99
 
 _registry: dict[tuple[str, float], RateLimiter] = {}
 _registry_lock = threading.Lock()

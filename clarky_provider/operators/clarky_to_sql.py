@@ -19,7 +19,8 @@ from airflow.sdk import BaseHook, BaseOperator
 
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
-from clarky_provider.normalize import minus_one_millisecond, parse_timestamp
+from clarky_provider.hooks.progress import ProgressLog
+from clarky_provider.normalize import minus_one_millisecond, parse_timestamp, require_timestamp
 from clarky_provider.resources import Resource, encode_filters, get_resource
 from clarky_provider.sql.dialects import SqlDialect, dialect_for
 from clarky_provider.sql.schema import DELETED_AT, TableLayout, check_identifier
@@ -73,6 +74,7 @@ class ClarkyToSqlOperator(BaseOperator):
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
         ``remove`` them; ``None`` leaves them.
     :param batch_size: rows buffered before they are written to staging (bounds memory).
+    :param progress_interval: seconds between progress lines in the task log.
     """
 
     template_fields: Sequence[str] = (
@@ -106,6 +108,7 @@ class ClarkyToSqlOperator(BaseOperator):
         window_end: str | datetime | None = None,
         delete_mode: str | None = None,
         batch_size: int = 5000,
+        progress_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,6 +136,7 @@ class ClarkyToSqlOperator(BaseOperator):
         self.window_end = window_end
         self.delete_mode = delete_mode
         self.batch_size = batch_size
+        self.progress_interval = progress_interval
 
     # -- planning (no I/O) ------------------------------------------------------------------
 
@@ -152,7 +156,7 @@ class ClarkyToSqlOperator(BaseOperator):
                 "(only contacts do). Use incremental='full' with write_mode='merge'."
             )
         explicit = self.updated_after or (context.get("data_interval_start") if mode == "interval" else None)
-        updated_after = _timestamp_arg(explicit, "updated_after") if explicit else None
+        updated_after = require_timestamp(explicit, "updated_after") if explicit else None
         if mode == "interval" and updated_after is None:
             raise ClarkyConfigError(
                 "incremental='interval' needs a data interval; pass updated_after instead."
@@ -186,8 +190,8 @@ class ClarkyToSqlOperator(BaseOperator):
             )
         after, before = resource.partition_filters
         window: dict[str, Any] = {}
-        start = _timestamp_arg(self.window_start, "window_start") if self.window_start else None
-        end = _timestamp_arg(self.window_end, "window_end") if self.window_end else None
+        start = require_timestamp(self.window_start, "window_start") if self.window_start else None
+        end = require_timestamp(self.window_end, "window_end") if self.window_end else None
         if start and end and start >= end:
             raise ClarkyConfigError(
                 f"window_start ({start.isoformat()}) must be before window_end ({end.isoformat()})."
@@ -237,8 +241,9 @@ class ClarkyToSqlOperator(BaseOperator):
         finally:
             connection.close()
             clarky.close()
+        traffic = clarky.stats.as_dict()
         summary.update(
-            {key: clarky.stats.as_dict()[key] for key in ("pages", "requests", "retries", "rate_limited")},
+            {key: traffic[key] for key in ("pages", "requests", "retries", "rate_limited")},
             duration_seconds=round(time.monotonic() - started, 3),
         )
         log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
@@ -351,7 +356,8 @@ class _Load:
         batch: list[tuple[Any, ...]] = []
         fetched = 0
         newest: datetime | None = None
-        for record in self.clarky.paginate(self.plan.resource.name, **filters):
+        progress = ProgressLog(self.plan.resource.name, self.clarky.stats, self.op.progress_interval)
+        for record in self.clarky.paginate(self.plan.resource.name, on_page=progress.page, **filters):
             row = layout.row(record, self.metadata)
             if (
                 cursor_index is not None
@@ -367,6 +373,7 @@ class _Load:
         if batch:
             dialect.load_staging(self.cursor, self.staging, layout, batch)
             fetched += len(batch)
+        progress.finish()
         return fetched, newest
 
     def _detect_deletes(self) -> int:
@@ -387,15 +394,3 @@ class _Load:
                 (stamp,),
             )
         return max(self.cursor.rowcount, 0)
-
-
-def _timestamp_arg(value: Any, name: str) -> datetime:
-    try:
-        moment = parse_timestamp(value)
-    except (TypeError, ValueError):
-        moment = None
-    if moment is None:
-        raise ClarkyConfigError(
-            f"{name}={value!r} is not an ISO 8601 timestamp (e.g. '2026-01-01T00:00:00Z')."
-        )
-    return moment

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.normalize import parse_timestamp, primary_email, primary_phone
 from clarky_provider.resources import FieldType, Resource
@@ -38,7 +40,13 @@ def check_identifier(value: str, what: str) -> str:
 
 
 def to_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text; orjson is ~5x faster, the standard library takes integers beyond 64 bits."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _string(value: Any) -> str | None:

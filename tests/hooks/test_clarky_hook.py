@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta, timezone
 
 import pendulum
@@ -18,6 +19,7 @@ from clarky_provider.exceptions import (
     ClarkyPermissionError,
     ClarkyServerError,
 )
+from clarky_provider.hooks import rate_limit
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.normalize import format_timestamp, parse_timestamp, primary_email, primary_phone
 from tests.conftest import TEST_KEY, set_clarky_conn
@@ -242,8 +244,9 @@ def test_requests_are_paced_under_the_budget(monkeypatch, requests_mock, fake_cl
     hook = ClarkyHook()
     for _ in range(11):
         hook.request("GET", "/agents")
-    # 10 gaps at 97% of 120/min: 10 * 60 / 116.4 s
-    assert fake_clock.now - 1_000.0 == pytest.approx(10 * 60 / (120 * 0.97))
+    # 10 gaps at 99% of 120/min: 10 * 60 / 118.8 s
+    assert rate_limit.UTILISATION == 0.99
+    assert fake_clock.now - 1_000.0 == pytest.approx(10 * 60 / (120 * 0.99))
 
 
 def test_exhausted_budget_header_pauses_until_reset(hook, requests_mock, fake_clock):
@@ -464,3 +467,31 @@ def test_key_never_appears_in_logs_or_errors(hook, requests_mock, fake_clock, ca
     for text in texts:
         assert TEST_KEY not in text
     assert any("***" in text for text in texts)  # the echoed key was scrubbed, not dropped silently
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+def test_progress_lines_are_compact_and_keyless(monkeypatch, requests_mock, fake_clock, caplog):
+    from clarky_provider.hooks.progress import ProgressLog
+
+    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 120, "max_concurrency": 1})
+    ids = [f"c_{i}" for i in range(300)]
+    headers = {"X-RateLimit-Remaining": "37", "X-RateLimit-Reset": str(int(fake_clock.epoch) + 60)}
+    requests_mock.get(
+        f"{API}/contacts",
+        [{**page(contacts(*ids[n * 100 : (n + 1) * 100]), n + 1, 300), "headers": headers} for n in range(3)],
+    )
+    hook = ClarkyHook()
+    progress = ProgressLog("contacts", hook.stats, interval=0.0)
+    with caplog.at_level(logging.INFO, logger="clarky_provider.hooks.progress"):
+        assert len(list(hook.paginate("contacts", on_page=progress.page))) == 300
+        progress.finish()
+    lines = [r.getMessage() for r in caplog.records if r.name == "clarky_provider.hooks.progress"]
+    assert len(lines) == 4
+    assert re.fullmatch(
+        r"contacts: page 1/3 \(33%\), 0 records, 0 rec/s, 37 requests left in the rate window, 0 retries, ETA \d+s",
+        lines[0],
+    ), lines[0]
+    assert lines[-1].startswith("contacts: page 3/3 (100%), 300 records,") and lines[-1].endswith("- done")
+    assert all("\n" not in line and TEST_KEY not in line for line in lines)
