@@ -16,15 +16,16 @@ demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
 test: $(VENV)/.installed
-	scripts/test.sh $(PYTEST_ARGS)
+	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# e.g. make bench BENCH_ARGS="pipeline --contacts 20000"
 bench: $(VENV)/.installed
-	$(PY) bench/run.py $(BENCH_ARGS)
+	scripts/with-postgres.sh $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .airflow demo_output
