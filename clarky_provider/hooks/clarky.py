@@ -24,7 +24,7 @@ import requests
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
-from clarky_provider import __version__
+from clarky_provider import __version__, jsoncodec
 from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
@@ -379,7 +379,7 @@ class ClarkyHook(BaseHook):
         if method == "HEAD":
             return {}
         try:
-            payload = response.json()
+            payload = jsoncodec.loads(body)
         except ValueError:
             raise ClarkyServerError(
                 f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",

@@ -7,7 +7,6 @@ here once, so every dialect receives the same Python values.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -15,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from clarky_provider.exceptions import ClarkyConfigError
+from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.normalize import parse_timestamp, primary_email, primary_phone
 from clarky_provider.resources import FieldType, Resource
 
@@ -37,16 +35,6 @@ def check_identifier(value: str, what: str) -> str:
             "a letter or underscore, at most 63 characters."
         )
     return value
-
-
-def to_json(value: Any) -> str | None:
-    """Compact JSON text; orjson is ~5x faster, the standard library takes integers beyond 64 bits."""
-    if value is None:
-        return None
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _string(value: Any) -> str | None:

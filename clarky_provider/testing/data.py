@@ -112,6 +112,8 @@ class RecordFactory:
             ["a", 1, None, {"nested": True}],
             {"deep": {"deeper": ["x", 2.5]}},
             "2026-03-01",
+            123456789012345678901234567890,  # beyond 64 bits: must survive byte for byte
+            0.1234567890123456789,
             "multi\nline \"quoted\" 'text' \\ 🎉",
         ]
         return {key: rng.choice(values) for key in rng.sample(HOSTILE_KEYS, rng.randint(0, 4))}

@@ -495,3 +495,11 @@ def test_progress_lines_are_compact_and_keyless(monkeypatch, requests_mock, fake
     ), lines[0]
     assert lines[-1].startswith("contacts: page 3/3 (100%), 300 records,") and lines[-1].endswith("- done")
     assert all("\n" not in line and TEST_KEY not in line for line in lines)
+
+
+def test_huge_and_precise_numbers_decode_exactly(hook, requests_mock):
+    body = '{"data": [{"id": "c_1", "deal_value": 123456789012345678901234567890, "x": 0.30000000000000004, "y": 1e-7}]}'
+    requests_mock.get(f"{API}/contacts", text=body)
+    (record,) = hook.paginate("contacts")
+    assert record["deal_value"] == 123456789012345678901234567890
+    assert record["x"] == 0.1 + 0.2 and record["y"] == 1e-7
