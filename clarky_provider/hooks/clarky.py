@@ -9,6 +9,7 @@ reach a log line or an exception.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -24,7 +25,7 @@ import requests
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
-from clarky_provider import __version__, jsoncodec
+from clarky_provider import __version__
 from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
@@ -248,6 +249,11 @@ class ClarkyHook(BaseHook):
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # Resolve proxy and CA-bundle environment variables once, not on every request.
+            environment = session.merge_environment_settings(settings.base_url, {}, None, None, None)
+            session.proxies.update(environment["proxies"])
+            session.verify = environment["verify"]
+            session.trust_env = False
             session.headers.update(
                 {
                     "Authorization": f"Bearer {settings.api_key}",
@@ -379,7 +385,7 @@ class ClarkyHook(BaseHook):
         if method == "HEAD":
             return {}
         try:
-            payload = jsoncodec.loads(body)
+            payload = json.loads(body)
         except ValueError:
             raise ClarkyServerError(
                 f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",
