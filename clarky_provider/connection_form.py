@@ -17,6 +17,7 @@ EXTRA_DEFAULTS: dict[str, int | float] = {
     "max_retries": 5,
     "requests_per_minute": READS_PER_MINUTE,
     "max_concurrency": 4,
+    "retry_backoff": 1.0,
 }
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -58,6 +59,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "minimum": 1,
             "maximum": 32,
         },
+    },
+    "retry_backoff": {
+        "label": "Retry backoff (seconds)",
+        "description": "First wait before retrying a transient failure; doubles per retry, capped at 30 s.",
+        "schema": {"type": ["number", "null"], "default": EXTRA_DEFAULTS["retry_backoff"], "minimum": 0.001},
     },
 }
 

@@ -19,6 +19,10 @@ class ClarkyConfigError(ClarkyError, ValueError):
     """Bad local input (connection, filter, table name...) detected before any request."""
 
 
+class ClarkyLoadError(ClarkyError):
+    """The warehouse refused the load (constraint, disk full, lost connection); nothing was written."""
+
+
 class ClarkyAPIError(ClarkyError):
     """An error answer from the Clarky API, parsed from its error envelope."""
 

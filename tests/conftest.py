@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,28 @@ def emulator(monkeypatch):
     with ClarkyEmulator(300, rate_limit=None) as emu:
         monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
         yield emu
+
+
+DAGS = Path(__file__).resolve().parents[1] / "dags_examples"
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """dag.test() needs a migrated metadata database (SQLite, in this session's AIRFLOW_HOME)."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=300
+    )
+
+
+def run_example_dag(dag_id: str, *, retries: int | None = None, **conf):
+    """Run an example DAG in-process with dag.test(); returns its DagRun (not asserted).
+
+    ``retries`` overrides every task's retries (a failing run must not wait out retry delays).
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
+    if retries is not None:
+        for task in dag.tasks:
+            task.retries = retries
+    return dag.test(run_conf=conf or None)

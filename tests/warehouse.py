@@ -33,6 +33,17 @@ class Warehouse:
         with psycopg.connect(self.dsn) as conn:
             return conn.execute(sql).fetchall()
 
+    def execute(self, sql: str) -> None:
+        """Run one statement and commit it."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.dsn) as conn:
+                conn.execute(sql)
+            return
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql)
+
     def exists(self, table: str) -> bool:
         if self.kind == "sqlite":
             return bool(self.query(f"SELECT 1 FROM sqlite_master WHERE name = '{table}'"))

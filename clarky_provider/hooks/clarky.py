@@ -58,6 +58,8 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_RATE_LIMIT_WAITS = 20
 #: Cap of one exponential backoff sleep, in seconds.
 MAX_BACKOFF = 30.0
+#: Extra full reads of a list that changed while it was paged (page drift).
+MAX_DRIFT_RESWEEPS = 2
 #: Pages fetched when the API omits ``pagination`` and never returns a short page.
 MAX_PAGES_WITHOUT_TOTALS = 1_000_000
 
@@ -112,6 +114,7 @@ class ClarkySettings:
     max_retries: int = int(EXTRA_DEFAULTS["max_retries"])
     requests_per_minute: float = float(EXTRA_DEFAULTS["requests_per_minute"])
     max_concurrency: int = int(EXTRA_DEFAULTS["max_concurrency"])
+    retry_backoff: float = float(EXTRA_DEFAULTS["retry_backoff"])
 
     @property
     def key_fingerprint(self) -> str:
@@ -185,7 +188,8 @@ class ClarkyHook(BaseHook):
         optional base URL in host, and extras ``timeout``, ``page_size``, ``max_retries``,
         ``requests_per_minute`` and ``max_concurrency``.
     :param max_retry_seconds: total time one request may spend retrying before it gives up.
-    :param backoff_base: first backoff sleep, doubled per retry (capped at 30 s), with jitter.
+    :param overrides: values that take precedence over the connection's extras (e.g.
+        ``page_size=50``, ``retry_backoff=0.1``).
     """
 
     conn_name_attr = "clarky_conn_id"
@@ -198,13 +202,11 @@ class ClarkyHook(BaseHook):
         clarky_conn_id: str = default_conn_name,
         *,
         max_retry_seconds: float = 900.0,
-        backoff_base: float = 1.0,
         **overrides: Any,
     ) -> None:
         super().__init__()
         self.clarky_conn_id = clarky_conn_id
         self.max_retry_seconds = max_retry_seconds
-        self.backoff_base = backoff_base
         self._overrides = overrides
         self._settings: ClarkySettings | None = None
         self._session: requests.Session | None = None
@@ -237,6 +239,7 @@ class ClarkyHook(BaseHook):
                 max_retries=_int_extra(extras, "max_retries", cid, 0, None),
                 requests_per_minute=_float_extra(extras, "requests_per_minute", cid),
                 max_concurrency=_int_extra(extras, "max_concurrency", cid, 1, 32),
+                retry_backoff=_float_extra(extras, "retry_backoff", cid),
             )
             _mask(self._settings.api_key)
         return self._settings
@@ -338,7 +341,7 @@ class ClarkyHook(BaseHook):
                 failures += 1
                 if failures > retries_allowed:
                     raise self._gave_up(error, f"{retries_allowed} retries")
-                cap = min(MAX_BACKOFF, self.backoff_base * 2 ** (failures - 1))
+                cap = min(MAX_BACKOFF, settings.retry_backoff * 2 ** (failures - 1))
                 wait = random.uniform(cap / 2, cap)
                 reason = error.message if error.status is None else f"HTTP {error.status} {error.code or ''}"
             else:
@@ -467,24 +470,52 @@ class ClarkyHook(BaseHook):
     ) -> Iterator[dict[str, Any]]:
         """Yield every record once (duplicates from page drift dropped by id).
 
+        Clarky lists are unordered pages over data that changes while we read: an insert or
+        delete shifts records across page boundaries, so one sweep can skip some. When a
+        sweep sees ``total`` change, the list is read again (at most ``MAX_DRIFT_RESWEEPS``
+        times) and only records not yet seen are yielded.
         ``on_page`` is called with each page as it arrives (progress reporting).
         """
         seen: set[int] = set()
-        for page in self.iter_pages(resource, parent_id=parent_id, **filters):
-            if on_page is not None:
-                on_page(page)
-            fresh = 0
-            for record in page.records:
-                record_id = record.get("id")
-                if record_id is not None:
-                    marker = hash(str(record_id))
-                    if marker in seen:
-                        self.stats.add(duplicates_dropped=1)
-                        continue
-                    seen.add(marker)
-                fresh += 1
-                yield record
-            self.stats.add(records=fresh)
+        for sweep in range(1 + MAX_DRIFT_RESWEEPS):
+            totals: list[int] = []
+            for page in self.iter_pages(resource, parent_id=parent_id, **filters):
+                if on_page is not None:
+                    on_page(page)
+                if page.total is not None and page.parent_id is None:
+                    totals.append(page.total)
+                yield from self._unseen(page.records, seen)
+            if not totals or min(totals) == max(totals):
+                return
+            if sweep < MAX_DRIFT_RESWEEPS:
+                log.warning(
+                    "Clarky %s changed while it was read (total %d -> %d, %d distinct records seen); "
+                    "reading it again for records the shifting pages skipped",
+                    resource,
+                    totals[0],
+                    totals[-1],
+                    len(seen),
+                )
+        log.warning(
+            "Clarky %s kept changing during %d sweeps; records moved between pages may be missing "
+            "until the next run (incremental runs pick up inserted and updated records)",
+            resource,
+            1 + MAX_DRIFT_RESWEEPS,
+        )
+
+    def _unseen(self, records: list[dict[str, Any]], seen: set[int]) -> Iterator[dict[str, Any]]:
+        fresh = 0
+        for record in records:
+            record_id = record.get("id")
+            if record_id is not None:
+                marker = hash(str(record_id))
+                if marker in seen:
+                    self.stats.add(duplicates_dropped=1)
+                    continue
+                seen.add(marker)
+            fresh += 1
+            yield record
+        self.stats.add(records=fresh)
 
     def get_pandas_df(self, resource: str, **filters: Any) -> pd.DataFrame:
         """All records of a resource as a DataFrame, for notebooks and small resources."""

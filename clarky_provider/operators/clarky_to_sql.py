@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator
 
-from clarky_provider.exceptions import ClarkyConfigError
+from clarky_provider.exceptions import ClarkyConfigError, ClarkyError, ClarkyLoadError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.normalize import minus_one_millisecond, parse_timestamp, require_timestamp
@@ -235,11 +235,21 @@ class ClarkyToSqlOperator(BaseOperator):
             cursor = connection.cursor()
             summary = _Load(self, plan, dialect, cursor, clarky, metadata).run()
             connection.commit()
+        except ClarkyError:
+            _rollback(connection)
+            raise
+        except Exception as exc:
+            _rollback(connection)
+            raise ClarkyLoadError(
+                f"Loading Clarky {plan.resource.name} into {plan.table} failed in the database "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:500]}); the transaction was rolled back and "
+                "the table is as it was before this run."
+            ) from exc
         except BaseException:
-            connection.rollback()
+            _rollback(connection)
             raise
         finally:
-            connection.close()
+            _close(connection)
             clarky.close()
         traffic = clarky.stats.as_dict()
         summary.update(
@@ -394,3 +404,18 @@ class _Load:
                 (stamp,),
             )
         return max(self.cursor.rowcount, 0)
+
+
+def _rollback(connection: Any) -> None:
+    """Roll back, tolerating a connection that is already gone (the server rolls back then)."""
+    try:
+        connection.rollback()
+    except Exception:
+        log.warning("Rollback failed; the database discards the open transaction with the connection")
+
+
+def _close(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception:
+        log.debug("Closing the database connection failed", exc_info=True)

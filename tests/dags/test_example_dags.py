@@ -5,26 +5,15 @@ from __future__ import annotations
 import importlib.util
 import socket
 import sqlite3
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
 from clarky_provider.resources import RESOURCES
+from tests.conftest import DAGS, run_example_dag
 from tests.warehouse import assert_table_matches
 
-DAGS = Path(__file__).resolve().parents[2] / "dags_examples"
 DAG_FILES = sorted(DAGS.glob("*.py"))
-
-
-@pytest.fixture(scope="session")
-def airflow_db():
-    """dag.test() needs a migrated metadata database (SQLite, in this session's AIRFLOW_HOME)."""
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=300
-    )
 
 
 def _no_io(*args, **kwargs):
@@ -54,10 +43,7 @@ def test_dagbag_has_no_import_errors():
 
 
 def _run(dag_id: str, **conf):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
-    run = dag.test(run_conf=conf or None)
+    run = run_example_dag(dag_id, **conf)
     assert run.state == "success", f"{dag_id} ended {run.state}"
     return run
 

@@ -52,8 +52,10 @@ def error(status, code, message="nope", **headers):
 
 @pytest.fixture
 def hook(monkeypatch):
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 1})
-    return ClarkyHook(backoff_base=0.01)
+    set_clarky_conn(
+        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 1, "retry_backoff": 0.01}
+    )
+    return ClarkyHook()
 
 
 # -- connection and key -------------------------------------------------------------------
@@ -171,7 +173,7 @@ def test_backoff_grows_exponentially_with_jitter(monkeypatch, requests_mock, fak
         f"{API}/contacts", status_code=500, json={"error": {"code": "internal_error", "message": "x"}}
     )
     with pytest.raises(ClarkyServerError, match="gave up after 4 retries"):
-        ClarkyHook(backoff_base=1.0).request("GET", "/contacts")
+        ClarkyHook().request("GET", "/contacts")
     sleeps = [s for s in fake_clock.sleeps if s > 0]
     assert len(sleeps) == 4
     for attempt, slept in enumerate(sleeps):
@@ -188,10 +190,12 @@ def test_persistent_5xx_gives_up_with_clear_error(hook, requests_mock, fake_cloc
 
 
 def test_retrying_is_bounded_by_total_time(monkeypatch, requests_mock, fake_clock):
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 100})
+    set_clarky_conn(
+        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 100, "retry_backoff": 5}
+    )
     requests_mock.get(f"{API}/contacts", exc=requests.ConnectionError("refused"))
     with pytest.raises(ClarkyServerError, match="gave up after 60s of retrying"):
-        ClarkyHook(max_retry_seconds=60, backoff_base=5).request("GET", "/contacts")
+        ClarkyHook(max_retry_seconds=60).request("GET", "/contacts")
     assert fake_clock.now - 1_000.0 <= 60
 
 
@@ -503,3 +507,23 @@ def test_huge_and_precise_numbers_decode_exactly(hook, requests_mock):
     (record,) = hook.paginate("contacts")
     assert record["deal_value"] == 123456789012345678901234567890
     assert record["x"] == 0.1 + 0.2 and record["y"] == 1e-7
+
+
+def test_list_that_changes_while_paged_is_read_again(hook, requests_mock, caplog):
+    # c_100 is inserted at the front while page 1 is read: c_99 shifts onto page 2's slot
+    # that was already served, so the first sweep never sees it.
+    first = contacts(*[f"c_{i}" for i in range(100)])
+    everything = contacts("c_new", *[f"c_{i}" for i in range(101)])
+    requests_mock.get(
+        f"{API}/contacts",
+        [
+            page([*first[:99], {"id": "c_dup"}], 1, 101),
+            page(everything[101:], 2, 102),  # total moved: 101 -> 102
+            page(everything[:100], 1, 102),  # second sweep
+            page(everything[100:], 2, 102),
+        ],
+    )
+    ids = {r["id"] for r in hook.paginate("contacts")}
+    assert {r["id"] for r in everything} <= ids
+    assert requests_mock.call_count == 4
+    assert "changed while it was read (total 101 -> 102" in caplog.text
