@@ -100,6 +100,8 @@ class RecordFactory:
             "it's",
             "tab\there",
             "line\nbreak",
+            "C:\\path\\to",
+            "\x01\x02\x1b[31mbinary-looking\x1b[0m\x7f\u00ff",
         ]
         return " ".join(rng.choice(words) for _ in range(rng.randint(low, high)))
 

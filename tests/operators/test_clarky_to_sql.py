@@ -238,3 +238,11 @@ def test_bad_arguments_rejected_at_construction(kwargs, message):
 def test_non_sql_connection_is_refused(emulator, monkeypatch):
     with pytest.raises(ClarkyConfigError, match="is not a SQL connection"):
         ClarkyToSqlOperator(task_id="t", resource="agents", sql_conn_id="clarky_default").execute({})
+
+
+def test_control_characters_and_backslashes_land_byte_for_byte(emulator, warehouse):
+    load(resource="contacts")
+    rows = warehouse.rows("contacts")
+    tricky = [r for r in rows.values() if "\x1b[31mbinary-looking" in (r["notes"] or "")]
+    assert tricky and all(r["notes"] == r["_raw"]["notes"] for r in tricky)
+    assert any("C:\\path\\to" in (r["notes"] or "") for r in rows.values())
