@@ -21,12 +21,14 @@ from clarky_provider.exceptions import ClarkyConfigError, ClarkyError, ClarkyLoa
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.normalize import minus_one_millisecond, parse_timestamp, require_timestamp
+from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.resources import Resource, encode_filters, get_resource
 from clarky_provider.sql.dialects import SqlDialect, dialect_for
 from clarky_provider.sql.schema import DELETED_AT, TableLayout, check_identifier
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ class ClarkyToSqlOperator(BaseOperator):
         self.delete_mode = delete_mode
         self.batch_size = batch_size
         self.progress_interval = progress_interval
+        self._lineage: LoadLineage | None = None
 
     # -- planning (no I/O) ------------------------------------------------------------------
 
@@ -251,6 +254,16 @@ class ClarkyToSqlOperator(BaseOperator):
         finally:
             _close(connection)
             clarky.close()
+        self._lineage = LoadLineage(
+            api_base_url=clarky.settings.base_url,
+            workspace_id=summary.pop("workspace_id"),
+            resource=plan.resource.name,
+            sql_conn_id=self.sql_conn_id,
+            schema=plan.schema,
+            table=plan.table,
+            columns=column_types(dialect, plan.layout),
+            rows=summary["rows_fetched"],
+        )
         traffic = clarky.stats.as_dict()
         summary.update(
             {key: traffic[key] for key in ("pages", "requests", "retries", "rate_limited")},
@@ -258,6 +271,10 @@ class ClarkyToSqlOperator(BaseOperator):
         )
         log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The Clarky resource as input, the warehouse table (schema, row count) as output."""
+        return build_lineage(self._lineage) if self._lineage is not None else None
 
     def _sql_hook(self) -> DbApiHook:
         from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -294,7 +311,7 @@ class _Load:
         watermark = self._watermark() if plan.use_watermark else None
         filters = self.op._api_filters(plan, watermark)
         cur.execute(dialect.create_table(self.staging, layout, temporary=True))
-        fetched, newest = self._stage(filters)
+        fetched, newest, workspace_id = self._stage(filters)
         summary: dict[str, Any] = {
             "resource": plan.resource.name,
             "table": plan.table,
@@ -304,6 +321,7 @@ class _Load:
             "rows_inserted": 0,
             "rows_updated": 0,
             "rows_deleted": 0,
+            "workspace_id": workspace_id,
         }
         if self.op.write_mode == "merge":
             cur.execute(dialect.count_existing(self.target, self.staging, layout))
@@ -357,8 +375,8 @@ class _Load:
         )
         return lower
 
-    def _stage(self, filters: dict[str, Any]) -> tuple[int, datetime | None]:
-        """Stream records into staging in bounded batches; returns (rows, newest cursor value)."""
+    def _stage(self, filters: dict[str, Any]) -> tuple[int, datetime | None, str | None]:
+        """Stream records into staging in bounded batches; returns (rows, newest cursor, workspace id)."""
         layout, dialect = self.plan.layout, self.dialect
         cursor_index = (
             layout.names.index(self.plan.resource.cursor_field) if self.plan.resource.cursor_field else None
@@ -366,6 +384,7 @@ class _Load:
         batch: list[tuple[Any, ...]] = []
         fetched = 0
         newest: datetime | None = None
+        workspace_id: str | None = None
         progress = ProgressLog(self.plan.resource.name, self.clarky.stats, self.op.progress_interval)
         for record in self.clarky.paginate(self.plan.resource.name, on_page=progress.page, **filters):
             row = layout.row(record, self.metadata)
@@ -375,6 +394,8 @@ class _Load:
                 and (newest is None or row[cursor_index] > newest)
             ):
                 newest = row[cursor_index]
+            if workspace_id is None:
+                workspace_id = record.get("workspace_id")
             batch.append(row)
             if len(batch) >= self.op.batch_size:
                 dialect.load_staging(self.cursor, self.staging, layout, batch)
@@ -384,7 +405,7 @@ class _Load:
             dialect.load_staging(self.cursor, self.staging, layout, batch)
             fetched += len(batch)
         progress.finish()
-        return fetched, newest
+        return fetched, newest, workspace_id
 
     def _detect_deletes(self) -> int:
         mode = self.op.delete_mode
