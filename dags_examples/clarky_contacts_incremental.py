@@ -14,6 +14,9 @@ Why this shape:
   to re-run one hour of history with ``airflow dags backfill``).
 * Deletes are invisible to ``updated_after``: pair this DAG with the daily full sync, whose
   snapshot of contacts can flag rows deleted upstream (``delete_mode="flag"``).
+* The task publishes the ``warehouse.contacts`` Asset (with row counts and the watermark in the
+  event's extra), so a downstream DAG can run on "contacts table updated":
+  ``schedule=[table_asset("contacts")]``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from clarky_provider.assets import table_asset
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 
 with DAG(
@@ -48,4 +52,5 @@ with DAG(
         watermark_overlap=timedelta(minutes=5),
         retries=3,
         retry_delay=timedelta(minutes=2),
+        outlets=[table_asset("contacts")],
     )

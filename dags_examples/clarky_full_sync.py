@@ -16,16 +16,22 @@ Why this shape:
   ``partial``), so that several workers do not split the budget into many slow tasks.
 * Child resources (activities per contact, stages per pipeline, ...) fan out over their parents
   inside one task: one request per parent, so they are the expensive part of a full sync.
+* When every table has loaded, ``publish_tables`` emits one Asset per table
+  (``warehouse.<resource>``, with that load's row counts in the event's extra), so downstream
+  DAGs can be scheduled on any of them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
+from clarky_provider.assets import event_extra, table_asset
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.resources import RESOURCES
+
+TABLES = {name: table_asset(name) for name in sorted(RESOURCES)}
 
 with DAG(
     dag_id="clarky_full_sync",
@@ -43,10 +49,18 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    ClarkyToSqlOperator.partial(
+    loads = ClarkyToSqlOperator.partial(
         task_id="load",
         sql_conn_id="{{ params.sql_conn_id }}",
         clarky_conn_id="{{ params.clarky_conn_id }}",
         write_mode="merge",
         retries=2,
-    ).expand(resource=sorted(RESOURCES))
+    ).expand(resource=sorted(TABLES))
+
+    @task(outlets=list(TABLES.values()))
+    def publish_tables(summaries: list[dict], *, outlet_events=None) -> None:
+        """One asset event per table, carrying that table's load summary."""
+        for summary in summaries:
+            outlet_events[TABLES[summary["resource"]]].extra.update(event_extra(summary))
+
+    publish_tables(loads.output)

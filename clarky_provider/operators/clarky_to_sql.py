@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator
 
+from clarky_provider.assets import event_extra
 from clarky_provider.exceptions import ClarkyConfigError, ClarkyError, ClarkyLoadError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
@@ -270,7 +271,19 @@ class ClarkyToSqlOperator(BaseOperator):
             duration_seconds=round(time.monotonic() - started, 3),
         )
         log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
+        self._annotate_outlets(context, summary)
         return summary
+
+    def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
+        """Row counts and the watermark ride on this task's asset events (``outlets``)."""
+        from airflow.sdk import Asset
+
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(event_extra(summary))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The Clarky resource as input, the warehouse table (schema, row count) as output."""
