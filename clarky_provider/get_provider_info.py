@@ -27,7 +27,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["clarky_provider.operators.clarky_to_sql"],
+                "python-modules": [
+                    "clarky_provider.operators.clarky_to_sql",
+                    "clarky_provider.operators.clarky_to_object_storage",
+                ],
             }
         ],
         "connection-types": [

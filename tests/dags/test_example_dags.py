@@ -75,14 +75,15 @@ def test_backfill_over_three_windows_equals_one_full_load(airflow_db, emulator, 
 
 def _asset_events(run) -> dict[str, dict]:
     """Asset name -> extra of the events a DAG run emitted (read from Airflow's metadata DB)."""
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         events = session.scalars(
-            select(AssetEvent).where(AssetEvent.source_dag_id == run.dag_id, AssetEvent.source_run_id == run.run_id)
+            select(AssetEvent).where(
+                AssetEvent.source_dag_id == run.dag_id, AssetEvent.source_run_id == run.run_id
+            )
         ).all()
         return {event.asset.name: dict(event.extra) for event in events}
 
@@ -92,7 +93,14 @@ def test_full_sync_publishes_an_asset_per_table(airflow_db, emulator, warehouse)
     assert set(events) == {f"warehouse.{name}" for name in RESOURCES}
     contacts = events["warehouse.contacts"]
     assert contacts["resource"] == "contacts" and contacts["rows_fetched"] == 300
-    assert set(contacts) <= {"resource", "rows_fetched", "rows_inserted", "rows_updated", "rows_deleted", "watermark"}
+    assert set(contacts) <= {
+        "resource",
+        "rows_fetched",
+        "rows_inserted",
+        "rows_updated",
+        "rows_deleted",
+        "watermark",
+    }
 
 
 def test_incremental_dag_publishes_the_contacts_asset(airflow_db, emulator, warehouse):
