@@ -22,6 +22,7 @@ from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.jsoncodec import dumps
+from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.resources import FieldType, encode_filters, get_resource
 from clarky_provider.sql.schema import TableLayout
 
@@ -62,10 +63,8 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if format not in FORMATS:
-            raise ClarkyConfigError(f"format={format!r}; choose one of {', '.join(FORMATS)}.")
-        if records_per_file < 1:
-            raise ClarkyConfigError(f"records_per_file must be at least 1, got {records_per_file}.")
+        check_choice("format", format, FORMATS)
+        check_at_least_one("records_per_file", records_per_file)
         self.resource = resource
         self.path = path
         self.format = format

@@ -22,6 +22,7 @@ from clarky_provider.exceptions import ClarkyConfigError, ClarkyError, ClarkyLoa
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.normalize import minus_one_millisecond, parse_timestamp, require_timestamp
+from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.resources import Resource, encode_filters, get_resource
 from clarky_provider.sql.dialects import SqlDialect, dialect_for
@@ -115,16 +116,10 @@ class ClarkyToSqlOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if write_mode not in WRITE_MODES:
-            raise ClarkyConfigError(f"write_mode={write_mode!r}; choose one of {', '.join(WRITE_MODES)}.")
-        if incremental not in INCREMENTAL_MODES:
-            raise ClarkyConfigError(
-                f"incremental={incremental!r}; choose one of {', '.join(INCREMENTAL_MODES)}."
-            )
-        if delete_mode not in DELETE_MODES:
-            raise ClarkyConfigError(f"delete_mode={delete_mode!r}; choose None, 'flag' or 'remove'.")
-        if batch_size < 1:
-            raise ClarkyConfigError(f"batch_size must be at least 1, got {batch_size}.")
+        check_choice("write_mode", write_mode, WRITE_MODES)
+        check_choice("incremental", incremental, INCREMENTAL_MODES)
+        check_choice("delete_mode", delete_mode, DELETE_MODES)
+        check_at_least_one("batch_size", batch_size)
         self.resource = resource
         self.sql_conn_id = sql_conn_id
         self.clarky_conn_id = clarky_conn_id
