@@ -89,10 +89,6 @@ class Resource:
     def filter_index(self) -> dict[str, Filter]:
         return {f.name: f for f in self.filters}
 
-    @property
-    def timestamp_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.type is FieldType.TIMESTAMP)
-
     def list_path(self, parent_id: str | None = None) -> str:
         """The list path, with the parent id filled in for child resources."""
         if self.parent_key is None:

@@ -138,7 +138,3 @@ class TableLayout:
                 name,
                 RAW,
             )
-
-    @property
-    def unknown_fields(self) -> set[str]:
-        return set(self._reported_unknown)
