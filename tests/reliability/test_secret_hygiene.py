@@ -1,4 +1,5 @@
-"""The API key never lands in logs, exceptions, XCom, rendered templates or Airflow's database."""
+"""Through dag.test(): faults are ridden out, and the API key never lands in logs, exceptions,
+XCom, rendered templates or Airflow's database."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 import os
 from pathlib import Path
 
+from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import ClarkyEmulator, FaultPlan
 from tests.conftest import run_example_dag
+from tests.warehouse import assert_table_matches
 
 
 def _everything_airflow_wrote() -> list[bytes]:
@@ -25,6 +28,9 @@ def test_key_is_never_written_anywhere(airflow_db, warehouse, monkeypatch, caplo
         )
         with caplog.at_level(logging.DEBUG):
             assert run_example_dag("clarky_full_sync").state == "success"
+            truth = emu.dataset
+            for resource in RESOURCES:  # the faults were ridden out: every table is exact
+                assert_table_matches(warehouse, resource, resource, truth[resource])
             emu.revoke(key)  # then a run that fails on the revoked key
             assert run_example_dag("clarky_contacts_incremental", retries=0).state == "failed"
         assert sum(emu.stats.faults_injected.values()) > 0
