@@ -122,13 +122,27 @@ class PostgresDialect(SqlDialect):
         FieldType.OBJECT: "JSONB",
     }
 
+    #: PostgreSQL type names for binary COPY, per column type.
+    copy_types = {
+        FieldType.STRING: "text",
+        FieldType.INTEGER: "int8",
+        FieldType.NUMBER: "float8",
+        FieldType.BOOLEAN: "bool",
+        FieldType.TIMESTAMP: "timestamptz",
+        FieldType.ARRAY: "jsonb",
+        FieldType.OBJECT: "jsonb",
+    }
+
     def load_staging(
         self, cursor: Any, staging: str, layout: TableLayout, rows: list[tuple[Any, ...]]
     ) -> None:
-        if not hasattr(cursor, "copy"):  # psycopg2: fall back to executemany
+        """Binary ``COPY`` (psycopg 3): about twice as fast as text COPY; psycopg2 uses executemany."""
+        if not hasattr(cursor, "copy"):
             super().load_staging(cursor, staging, layout, rows)
             return
-        with cursor.copy(f"COPY {staging} ({self.column_list(layout)}) FROM STDIN") as copy:
+        _accept_json_text(cursor)
+        with cursor.copy(f"COPY {staging} ({self.column_list(layout)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([self.copy_types[c.type] for c in layout.columns])
             for row in rows:
                 copy.write_row(row)
 
@@ -191,6 +205,26 @@ class SqliteDialect(SqlDialect):
         )
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
         return f"{self.insert_all(target, staging, layout)} WHERE true ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+
+
+def _accept_json_text(cursor: Any) -> None:
+    """Let binary COPY take JSON that is already text for ``jsonb`` columns (no re-encoding).
+
+    psycopg's own jsonb dumper would encode a ``str`` again, as a JSON string. Registered on
+    this cursor only, never on the user's connection.
+    """
+    from psycopg import postgres
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class JsonTextBinaryDumper(Dumper):
+        format = Format.BINARY
+        oid = postgres.types["jsonb"].oid
+
+        def dump(self, obj: str) -> bytes:
+            return b"\x01" + obj.encode()  # jsonb binary format: version 1, then the text
+
+    cursor.adapters.register_dumper(None, JsonTextBinaryDumper)
 
 
 DIALECTS: dict[str, type[SqlDialect]] = {

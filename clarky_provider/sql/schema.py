@@ -43,14 +43,16 @@ def _string(value: Any) -> str | None:
     return to_json(value)
 
 
+INT64 = range(-(2**63), 2**63)
+
+
 def _integer(value: Any) -> int | None:
+    """A 64-bit integer, or None (the original stays in _raw) for anything else."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+        value = int(value)
+    return value if isinstance(value, int) and value in INT64 else None
 
 
 def _number(value: Any) -> float | None:
