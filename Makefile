@@ -23,8 +23,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# e.g. make bench BENCH_ARGS="pipeline --contacts 20000"
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev,bench]"
+	touch $@
+
+# e.g. make bench BENCH_ARGS="pipeline --contacts 20000" (installs the optional dlt baseline)
+bench: $(VENV)/.bench-installed
 	scripts/with-postgres.sh $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

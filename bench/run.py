@@ -148,8 +148,12 @@ def run_child(kind: str, base_url: str, key: str, **clarky_extra: float) -> dict
 
 def child(args: argparse.Namespace) -> None:
     """Runs inside the measured process; prints one JSON line of figures (imports not timed)."""
-    import pandas  # noqa: F401 - both runs pay their imports before the clock starts
+    import pandas  # noqa: F401 - every run pays its imports before the clock starts
     import sqlalchemy  # noqa: F401
+
+    if args.kind == "dlt":
+        import dlt  # noqa: F401
+        from dlt.sources.rest_api import rest_api_source  # noqa: F401
 
     from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 
@@ -208,6 +212,44 @@ def naive_loop(args: argparse.Namespace) -> tuple[int, int]:
     return records, requests_made
 
 
+def dlt_rest_api(args: argparse.Namespace) -> tuple[int, int]:
+    """dlt's ``rest_api`` source configured for Clarky, merging on id into the same PostgreSQL."""
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": f"{args.base_url}/api/v1/",
+                "auth": {"type": "bearer", "token": args.key},
+                "paginator": {
+                    "type": "page_number",
+                    "base_page": 1,
+                    "page_param": "page",
+                    "total_path": "pagination.total_pages",
+                },
+            },
+            "resource_defaults": {
+                "primary_key": "id",
+                "write_disposition": "merge",
+                "endpoint": {"params": {"page_size": 100}, "data_selector": "data"},
+            },
+            "resources": ["contacts"],
+        }
+    )
+    credentials = args.url.replace("postgresql+psycopg://", "postgresql://")
+    pipeline = dlt.pipeline(
+        pipeline_name="clarky_bench",
+        destination=dlt.destinations.postgres(credentials=credentials),
+        dataset_name="clarky",
+        pipelines_dir=tempfile.mkdtemp(prefix="clarky-bench-dlt-"),
+    )
+    pipeline.run(source)
+    with pipeline.sql_client() as client:
+        records = client.execute_sql("SELECT COUNT(*) FROM contacts")[0][0]
+    return records, -(-records // 100)  # dlt pages sequentially: one request per page of 100
+
+
 # -- figure 2: the pipeline against baselines --------------------------------------------------------
 
 
@@ -227,15 +269,29 @@ HEADER = (
 
 
 def bench_pipeline(args: argparse.Namespace) -> None:
+    runs = {}
     with emulator_process(args.contacts) as (base_url, key):
-        ours = run_child("operator", base_url, key)
-        naive = run_child("naive", base_url, key)
+        runs["ClarkyToSqlOperator"] = run_child("operator", base_url, key)
+        runs["naive requests+to_sql"] = run_child("naive", base_url, key)
+        if _dlt_installed() and os.environ.get("CLARKY_TEST_POSTGRES_URI"):
+            runs["dlt rest_api (merge)"] = run_child("dlt", base_url, key)
+        else:
+            print("dlt baseline skipped: needs PostgreSQL and `pip install -e '.[bench]'`")
     print(f"\nPipeline, {args.contacts} contacts, no rate limit, no latency (emulator in its own process)")
     print(HEADER)
-    print(_row("ClarkyToSqlOperator", ours))
-    print(_row("naive requests+to_sql", naive))
-    speedup = (ours["records"] / ours["seconds"]) / (naive["records"] / naive["seconds"])
-    print(f"\n  ours / naive records/s: {speedup:.1f}x")
+    for name, result in runs.items():
+        print(_row(name, result))
+    ours = runs["ClarkyToSqlOperator"]
+    print()
+    for name, result in list(runs.items())[1:]:
+        ratio = (ours["records"] / ours["seconds"]) / (result["records"] / result["seconds"])
+        print(f"  ours / {name} records/s: {ratio:.1f}x")
+
+
+def _dlt_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dlt") is not None
 
 
 def bench_memory(args: argparse.Namespace) -> None:
@@ -297,7 +353,7 @@ def main() -> None:
     memory = sub.add_parser("memory")
     memory.add_argument("--sizes", default="10000,100000")
     measured = sub.add_parser("_child")
-    measured.add_argument("kind", choices=["operator", "naive"])
+    measured.add_argument("kind", choices=["operator", "naive", "dlt"])
     measured.add_argument("--url", required=True)
     measured.add_argument("--base-url", required=True)
     measured.add_argument("--key", required=True)
