@@ -1,0 +1,1 @@
+"""Operators that land Clarky records in warehouses and object storage."""

@@ -1,0 +1,1 @@
+"""Warehouse side of a load: table layout and SQL dialects."""
