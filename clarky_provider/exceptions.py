@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class ClarkyError(AirflowException):
     """Base class of every error raised by this provider."""
 
 
-class ClarkyConfigError(ClarkyError, ValueError):
-    """Bad local input (connection, filter, table name...) detected before any request."""
+class ClarkyConfigError(ClarkyError, AirflowFailException, ValueError):
+    """Bad local input (connection, filter, table name...) detected before any request.
+
+    An ``AirflowFailException``: retrying the task cannot fix it, so Airflow does not.
+    """
 
 
 class ClarkyLoadError(ClarkyError):
@@ -52,12 +55,12 @@ class ClarkyBadRequestError(ClarkyAPIError):
     """400 ``bad_request`` or 422 ``validation_error``: the request itself is wrong."""
 
 
-class ClarkyAuthError(ClarkyAPIError):
-    """401: the key is missing, malformed, unknown or revoked. Rotate the key."""
+class ClarkyAuthError(ClarkyAPIError, AirflowFailException):
+    """401: the key is missing, malformed, unknown or revoked. Rotate the key (no task retries)."""
 
 
-class ClarkyPermissionError(ClarkyAPIError):
-    """403: the key is valid but lacks the scope for this call."""
+class ClarkyPermissionError(ClarkyAPIError, AirflowFailException):
+    """403: the key is valid but lacks the scope for this call (no task retries)."""
 
 
 class ClarkyNotFoundError(ClarkyAPIError):

@@ -31,8 +31,11 @@ def test_key_is_never_written_anywhere(airflow_db, warehouse, monkeypatch, caplo
             truth = emu.dataset
             for resource in RESOURCES:  # the faults were ridden out: every table is exact
                 assert_table_matches(warehouse, resource, resource, truth[resource])
-            emu.revoke(key)  # then a run that fails on the revoked key
-            assert run_example_dag("clarky_contacts_incremental", retries=0).state == "failed"
+            emu.revoke(key)  # then a run that fails on the revoked key, without task retries
+            failed = run_example_dag("clarky_contacts_incremental")
+            assert failed.state == "failed"
+            (attempt,) = failed.get_task_instances()
+            assert attempt.max_tries == 3 and attempt.try_number == 1 and attempt.state == "failed"
         assert sum(emu.stats.faults_injected.values()) > 0
     out, err = capfd.readouterr()
     printed = caplog.text + out + err
