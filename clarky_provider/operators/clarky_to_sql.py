@@ -145,7 +145,6 @@ class ClarkyToSqlOperator(BaseOperator):
         table = check_identifier(self.table or resource.name, "Table name")
         schema = check_identifier(self.schema, "Schema name") if self.schema else None
         user_filters = dict(self.filters or {})
-        encode_filters(resource, user_filters)
         window_filters = self._window_filters(resource)
         cursor_filter = resource.incremental_filter
         mode = self.incremental
@@ -177,7 +176,7 @@ class ClarkyToSqlOperator(BaseOperator):
             updated_after,
             use_watermark,
         )
-        encode_filters(resource, self._api_filters(plan, None))
+        encode_filters(resource, self._api_filters(plan, None))  # every filter, before any request
         return plan
 
     def _window_filters(self, resource: Resource) -> dict[str, Any]:

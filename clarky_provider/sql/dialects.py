@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from clarky_provider.resources import FieldType
@@ -207,12 +208,9 @@ class SqliteDialect(SqlDialect):
         return f"{self.insert_all(target, staging, layout)} WHERE true ON CONFLICT ({keys}) DO UPDATE SET {updates}"
 
 
-def _accept_json_text(cursor: Any) -> None:
-    """Let binary COPY take JSON that is already text for ``jsonb`` columns (no re-encoding).
-
-    psycopg's own jsonb dumper would encode a ``str`` again, as a JSON string. Registered on
-    this cursor only, never on the user's connection.
-    """
+@cache
+def _json_text_binary_dumper() -> type:
+    """A binary ``jsonb`` dumper for JSON that is already text (built once, psycopg imported late)."""
     from psycopg import postgres
     from psycopg.adapt import Dumper
     from psycopg.pq import Format
@@ -224,7 +222,16 @@ def _accept_json_text(cursor: Any) -> None:
         def dump(self, obj: str) -> bytes:
             return b"\x01" + obj.encode()  # jsonb binary format: version 1, then the text
 
-    cursor.adapters.register_dumper(None, JsonTextBinaryDumper)
+    return JsonTextBinaryDumper
+
+
+def _accept_json_text(cursor: Any) -> None:
+    """Let binary COPY take JSON that is already text for ``jsonb`` columns (no re-encoding).
+
+    psycopg's own jsonb dumper would encode a ``str`` again, as a JSON string. Registered on
+    this cursor only, never on the user's connection.
+    """
+    cursor.adapters.register_dumper(None, _json_text_binary_dumper())
 
 
 DIALECTS: dict[str, type[SqlDialect]] = {
