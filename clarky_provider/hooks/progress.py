@@ -53,20 +53,20 @@ class ProgressLog:
         elapsed = max(now - self.started, 1e-9)
         stats = self.stats
         page = self._last_page
-        parts = [f"{self.resource}:"]
         if page is not None and page.parent_id is not None:
-            parts.append(f"{len(self._parents)} parents done,")
+            clauses = [f"{len(self._parents)} parents done"]
         elif page is not None and page.total_pages:
             share = min(100, 100 * page.number // page.total_pages)
-            parts.append(f"page {page.number}/{page.total_pages} ({share}%),")
+            clauses = [f"page {page.number}/{page.total_pages} ({share}%)"]
         else:
-            parts.append(f"{self._pages} pages,")
-        parts.append(f"{stats.records} records, {stats.records / elapsed:.0f} rec/s,")
+            clauses = [f"{self._pages} pages"]
+        clauses += [f"{stats.records} records", f"{stats.records / elapsed:.0f} rec/s"]
         if stats.budget_remaining is not None:
-            parts.append(f"{stats.budget_remaining} requests left in the rate window,")
-        parts.append(f"{stats.retries} retries")
+            clauses.append(f"{stats.budget_remaining} requests left in the rate window")
+        retries = f"{stats.retries} retries"
         if stats.rate_limit_wait_seconds >= 1:
-            parts.append(f"({stats.rate_limit_wait_seconds:.0f}s paced or waiting on 429s)")
+            retries += f" ({stats.rate_limit_wait_seconds:.0f}s paced or waiting on 429s)"
+        clauses.append(retries)
         if (
             page is not None
             and page.parent_id is None
@@ -74,5 +74,5 @@ class ProgressLog:
             and page.number < page.total_pages
         ):
             rate = self._pages / elapsed
-            parts.append(f", ETA {_duration((page.total_pages - page.number) / rate)}")
-        return " ".join(parts).replace(" ,", ",")
+            clauses.append(f"ETA {_duration((page.total_pages - page.number) / rate)}")
+        return f"{self.resource}: " + ", ".join(clauses)

@@ -407,7 +407,7 @@ def _predicate(res: Resource, filters: dict[str, str]) -> Callable[[dict[str, An
                 raise ApiError(
                     422, "validation_error", f"{name} must be an ISO 8601 timestamp", {"field": name}
                 )
-            checks.append(_time_check(name, bound.timestamp()))
+            checks.append(_time_check(res, name, bound.timestamp()))
         elif spec.kind is FilterKind.BOOLEAN:
             if raw not in ("true", "false"):
                 raise ApiError(422, "validation_error", f"{name} must be true or false", {"field": name})
@@ -444,8 +444,11 @@ def _any_tag(wanted: set[str]) -> Callable[[dict[str, Any]], bool]:
     return lambda record: bool(wanted & set(record.get("tags") or []))
 
 
-def _time_check(name: str, bound: float) -> Callable[[dict[str, Any]], bool]:
-    field_name = "updated_at" if name == "updated_after" else "created_at"
+def _time_check(res: Resource, name: str, bound: float) -> Callable[[dict[str, Any]], bool]:
+    """Inclusive bound on the field the catalog names for this filter (cursor or partition field)."""
+    field_name = res.cursor_field if name == res.incremental_filter else res.partition_field
+    if field_name is None:
+        raise ValueError(f"the catalog gives {res.name!r} a time filter {name!r} but no field for it")
     after = name.endswith("_after")
 
     def check(record: dict[str, Any]) -> bool:
