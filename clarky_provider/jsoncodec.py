@@ -1,4 +1,4 @@
-"""JSON text for the JSON columns: orjson where it is exact, the standard library where not.
+"""JSON for the JSON columns: orjson where it is exact, the standard library where not.
 
 orjson writes 3-5x faster but refuses integers beyond 64 bits, which Clarky data may hold; those
 values take the standard library, so nothing is rounded. Decoding stays with the standard
@@ -21,4 +21,16 @@ def dumps(value: Any) -> str | None:
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _stdlib_dumps(value)
+
+
+def dumps_jsonb(value: Any) -> bytes:
+    """A value in PostgreSQL's binary ``jsonb`` wire format: version byte 1, then the JSON text."""
+    try:
+        return b"\x01" + orjson.dumps(value)
+    except TypeError:
+        return b"\x01" + _stdlib_dumps(value).encode()
+
+
+def _stdlib_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -22,3 +22,33 @@ def test_integers_and_integral_floats_fit():
     for given, expected in ((5, 5), (5.0, 5), (2**63 - 1, 2**63 - 1), (True, None), (1.5, None)):
         row = dict(zip(layout.names, layout.row({"id": "x", "type": given}, (None, None, None)), strict=True))
         assert row["type"] == expected, given
+
+
+def test_timestamps_in_every_shape_become_aware_utc():
+    layout = TableLayout(CONVERSATIONS)
+    utc = datetime(2026, 1, 12, 14, 30, tzinfo=timezone.utc)
+    for given, expected in (
+        ("2026-01-12T14:30:00Z", utc),
+        ("2026-01-12T14:30:00.000Z", utc),
+        ("2026-01-12T14:30:00.250z", utc.replace(microsecond=250_000)),
+        ("2026-01-12T15:30:00+01:00", utc),
+        ("2026-01-12T14:30:00", utc),  # no offset: the API means UTC
+        (" 2026-01-12T14:30:00Z ", utc),
+        ("last tuesday", None),
+        (1768228200, None),
+        (None, None),
+    ):
+        row = layout.row({"id": "x", "assigned_at": given}, (None, None, None))
+        value = dict(zip(layout.names, row, strict=True))["assigned_at"]
+        assert value == expected, given
+        assert value is None or value.tzinfo is timezone.utc, given
+
+
+def test_json_columns_take_the_warehouse_wire_format():
+    from clarky_provider.jsoncodec import dumps_jsonb
+
+    layout = TableLayout(CONVERSATIONS)
+    record = {"id": "x", "human": "ok", "huge": [2**70]}
+    row = dict(zip(layout.names, layout.row_maker(dumps_jsonb)(record, (None, None, None)), strict=True))
+    assert row["_raw"] == b'\x01{"id":"x","human":"ok","huge":[1180591620717411303424]}'
+    assert row["human"] == "ok"  # strings stay text whatever the JSON format

@@ -1,9 +1,9 @@
 """ClarkyToSqlOperator: stream a Clarky resource into a warehouse table, atomically.
 
-Records flow page by page into a temporary staging table in bounded batches (``COPY`` on
-PostgreSQL); the target table is only touched at the end, inside the same single transaction
-that created the staging table, so a failure anywhere leaves the target exactly as it was and a
-retry converges on the same table.
+Records stream into a temporary staging table (one ``COPY`` on PostgreSQL), and the target
+is only touched at the end, inside the same single transaction; an empty target takes the
+stream directly. A failure anywhere leaves the target exactly as it was, and a retry converges
+on the same table.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class ClarkyToSqlOperator(BaseOperator):
     :param window_end: end of the window (exclusive), so adjacent windows neither overlap nor gap.
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
         ``remove`` them; ``None`` leaves them.
-    :param batch_size: rows buffered before they are written to staging (bounds memory).
+    :param batch_size: rows per ``executemany`` on warehouses without a bulk path (PostgreSQL
+        streams one ``COPY``); bounds memory.
     :param progress_interval: seconds between progress lines in the task log.
     """
 
@@ -317,39 +318,70 @@ class _Load:
         self._ensure_table()
         watermark = self._watermark() if plan.use_watermark else None
         filters = self.op._api_filters(plan, watermark)
+        if self._direct_load_possible():
+            return self._summary(filters, watermark, *self._stream(self.target, filters))
         cur.execute(dialect.create_table(self.staging, layout, temporary=True))
-        fetched, newest, workspace_id = self._stage(filters)
-        summary: dict[str, Any] = {
-            "resource": plan.resource.name,
-            "table": plan.table,
-            "write_mode": self.op.write_mode,
-            "filters": {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()},
-            "rows_fetched": fetched,
-            "rows_inserted": 0,
-            "rows_updated": 0,
-            "rows_deleted": 0,
-            "workspace_id": workspace_id,
-        }
+        fetched, newest, workspace_id = self._stream(self.staging, filters)
+        summary = self._summary(filters, watermark, fetched, newest, workspace_id)
         if self.op.write_mode == "merge":
             cur.execute(dialect.count_existing(self.target, self.staging, layout))
             existing = cur.fetchone()[0]
             cur.execute(dialect.upsert(self.target, self.staging, layout))
             summary.update(rows_updated=existing, rows_inserted=fetched - existing)
-        elif self.op.write_mode == "append":
-            cur.execute(dialect.insert_all(self.target, self.staging, layout))
-            summary["rows_inserted"] = fetched
         else:
             cur.execute(f"SELECT COUNT(*) FROM {self.target}")
             summary["rows_deleted"] = cur.fetchone()[0]
             cur.execute(f"DELETE FROM {self.target}")
             cur.execute(dialect.insert_all(self.target, self.staging, layout))
-            summary["rows_inserted"] = fetched
         summary["rows_deleted"] += self._detect_deletes()
         cur.execute(f"DROP TABLE {self.staging}")
+        return summary
+
+    def _direct_load_possible(self) -> bool:
+        """Whether rows can go straight into the target instead of through staging.
+
+        Appends always can; so can a merge or replace into an empty target (a table's first
+        load), where staging and the upsert would only copy the same rows twice. The target is
+        locked against other writers (readers are not blocked) so it stays empty until commit.
+        """
+        if self.op.write_mode == "append":
+            return True
+        lock = self.dialect.lock_for_direct_load(self.target)
+        if lock is None or not self._target_is_empty():
+            return False
+        self.cursor.execute(lock)
+        if not self._target_is_empty():  # a writer committed rows before the lock was granted
+            return False
+        log.info("%s is empty: loading straight into it, without a staging table", self.target)
+        return True
+
+    def _target_is_empty(self) -> bool:
+        self.cursor.execute(f"SELECT 1 FROM {self.target} LIMIT 1")
+        return self.cursor.fetchone() is None
+
+    def _summary(
+        self,
+        filters: dict[str, Any],
+        watermark: datetime | None,
+        fetched: int,
+        newest: datetime | None,
+        workspace_id: str | None,
+    ) -> dict[str, Any]:
+        """The run's XCom summary as if every fetched row was inserted (merge and replace correct it)."""
         previous = watermark + self.op.watermark_overlap if watermark else None
         best = max((t for t in (newest, previous) if t is not None), default=None)
-        summary["watermark"] = best.isoformat() if best else None
-        return summary
+        return {
+            "resource": self.plan.resource.name,
+            "table": self.plan.table,
+            "write_mode": self.op.write_mode,
+            "filters": {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()},
+            "rows_fetched": fetched,
+            "rows_inserted": fetched,
+            "rows_updated": 0,
+            "rows_deleted": 0,
+            "watermark": best.isoformat() if best else None,
+            "workspace_id": workspace_id,
+        }
 
     def _ensure_table(self) -> None:
         plan, dialect, cur = self.plan, self.dialect, self.cursor
@@ -382,35 +414,28 @@ class _Load:
         )
         return lower
 
-    def _stage(self, filters: dict[str, Any]) -> tuple[int, datetime | None, str | None]:
-        """Stream records into staging in bounded batches; returns (rows, newest cursor, workspace id)."""
-        layout, dialect = self.plan.layout, self.dialect
-        cursor_index = (
-            layout.names.index(self.plan.resource.cursor_field) if self.plan.resource.cursor_field else None
-        )
-        batch: list[tuple[Any, ...]] = []
+    def _stream(self, table: str, filters: dict[str, Any]) -> tuple[int, datetime | None, str | None]:
+        """Stream every record into ``table``; returns (rows, newest cursor value, workspace id)."""
+        layout = self.plan.layout
+        cursor_field = self.plan.resource.cursor_field
+        cursor_index = layout.names.index(cursor_field) if cursor_field else None
         fetched = 0
         newest: datetime | None = None
         workspace_id: str | None = None
         progress = ProgressLog(self.plan.resource.name, self.clarky.stats, self.op.progress_interval)
-        for record in self.clarky.paginate(self.plan.resource.name, on_page=progress.page, **filters):
-            row = layout.row(record, self.metadata)
-            if (
-                cursor_index is not None
-                and row[cursor_index] is not None
-                and (newest is None or row[cursor_index] > newest)
-            ):
-                newest = row[cursor_index]
-            if workspace_id is None:
-                workspace_id = record.get("workspace_id")
-            batch.append(row)
-            if len(batch) >= self.op.batch_size:
-                dialect.load_staging(self.cursor, self.staging, layout, batch)
-                fetched += len(batch)
-                batch = []
-        if batch:
-            dialect.load_staging(self.cursor, self.staging, layout, batch)
-            fetched += len(batch)
+        records = self.clarky.paginate(self.plan.resource.name, on_page=progress.page, **filters)
+        make_row = layout.row_maker(self.dialect.json_encoder(self.cursor))
+        with self.dialect.row_writer(self.cursor, table, layout, self.op.batch_size) as write:
+            for record in records:
+                row = make_row(record, self.metadata)
+                if cursor_index is not None:
+                    value = row[cursor_index]
+                    if value is not None and (newest is None or value > newest):
+                        newest = value
+                if workspace_id is None:
+                    workspace_id = record.get("workspace_id")
+                write(row)
+                fetched += 1
         progress.finish()
         return fetched, newest, workspace_id
 
