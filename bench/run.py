@@ -1,7 +1,7 @@
 """Benchmarks with printed figures (never asserted in tests).
 
     python bench/run.py emulator                      # emulator list requests/s on one core
-    python bench/run.py pipeline --contacts 20000     # our operator vs a naive loop, same run
+    python bench/run.py pipeline --contacts 50000     # our operator vs a naive loop and dlt, same run
     python bench/run.py memory --sizes 10000,1000000  # peak RSS of the operator by dataset size
 
 The emulator runs in its own process (pinned to one core for the throughput figure); every
@@ -148,12 +148,18 @@ def run_child(kind: str, base_url: str, key: str, **clarky_extra: float) -> dict
 
 def child(args: argparse.Namespace) -> None:
     """Runs inside the measured process; prints one JSON line of figures (imports not timed)."""
-    import pandas  # noqa: F401 - every run pays its imports before the clock starts
-    import sqlalchemy  # noqa: F401
+    import importlib
 
+    # Every run pays its imports (drivers and warehouse hooks included) before the clock starts.
+    preload = ["pandas", "sqlalchemy"]
+    if args.url.startswith("postgresql"):
+        preload += ["airflow.providers.postgres.hooks.postgres", "sqlalchemy.dialects.postgresql.psycopg"]
+    else:
+        preload += ["airflow.providers.sqlite.hooks.sqlite"]
     if args.kind == "dlt":
-        import dlt  # noqa: F401
-        from dlt.sources.rest_api import rest_api_source  # noqa: F401
+        preload += ["dlt", "dlt.destinations.impl.postgres.postgres", "dlt.sources.rest_api"]
+    for module in preload:
+        importlib.import_module(module)
 
     from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 
@@ -269,23 +275,36 @@ HEADER = (
 
 
 def bench_pipeline(args: argparse.Namespace) -> None:
-    runs = {}
+    """Our operator against the baselines, each run ``--repeat`` times, interleaved; medians compared."""
+    kinds = {"ClarkyToSqlOperator": "operator", "naive requests+to_sql": "naive"}
+    if _dlt_installed() and os.environ.get("CLARKY_TEST_POSTGRES_URI"):
+        kinds["dlt rest_api (merge)"] = "dlt"
+    else:
+        print("dlt baseline skipped: needs PostgreSQL and `pip install -e '.[bench]'`")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
     with emulator_process(args.contacts) as (base_url, key):
-        runs["ClarkyToSqlOperator"] = run_child("operator", base_url, key)
-        runs["naive requests+to_sql"] = run_child("naive", base_url, key)
-        if _dlt_installed() and os.environ.get("CLARKY_TEST_POSTGRES_URI"):
-            runs["dlt rest_api (merge)"] = run_child("dlt", base_url, key)
-        else:
-            print("dlt baseline skipped: needs PostgreSQL and `pip install -e '.[bench]'`")
-    print(f"\nPipeline, {args.contacts} contacts, no rate limit, no latency (emulator in its own process)")
-    print(HEADER)
-    for name, result in runs.items():
-        print(_row(name, result))
-    ours = runs["ClarkyToSqlOperator"]
+        for _ in range(args.repeat):
+            for name, kind in kinds.items():
+                runs[name].append(run_child(kind, base_url, key))
+    medians = {name: _median_run(results) for name, results in runs.items()}
+    print(
+        f"\nPipeline, {args.contacts} contacts, no rate limit, no latency (emulator in its own process); "
+        f"median of {args.repeat} interleaved runs each"
+    )
+    print(HEADER + f" {'records/s over runs':>22}")
+    for name, result in medians.items():
+        rates = sorted(r["records"] / r["seconds"] for r in runs[name])
+        print(_row(name, result) + f" {rates[0]:>10.0f}-{rates[-1]:<11.0f}")
+    ours = medians["ClarkyToSqlOperator"]
     print()
-    for name, result in list(runs.items())[1:]:
+    for name, result in list(medians.items())[1:]:
         ratio = (ours["records"] / ours["seconds"]) / (result["records"] / result["seconds"])
         print(f"  ours / {name} records/s: {ratio:.1f}x")
+
+
+def _median_run(results: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median wall time (an actual run, so its figures belong together)."""
+    return sorted(results, key=lambda r: r["seconds"])[(len(results) - 1) // 2]
 
 
 def _dlt_installed() -> bool:
@@ -345,6 +364,7 @@ def main() -> None:
     emulator.add_argument("--seconds", type=float, default=10.0)
     pipeline = sub.add_parser("pipeline")
     pipeline.add_argument("--contacts", type=int, default=20_000)
+    pipeline.add_argument("--repeat", type=int, default=3)
     budget = sub.add_parser("budget")
     budget.add_argument("--contacts", type=int, default=20_000)
     budget.add_argument("--time-scale", type=float, default=0.25)

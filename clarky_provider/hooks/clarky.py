@@ -9,7 +9,6 @@ reach a log line or an exception.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import threading
@@ -37,6 +36,7 @@ from clarky_provider.exceptions import (
     error_class_for_status,
 )
 from clarky_provider.hooks.rate_limit import RateLimiter
+from clarky_provider.jsoncodec import loads
 from clarky_provider.resources import (
     API_PREFIX,
     DEFAULT_HOST,
@@ -388,7 +388,7 @@ class ClarkyHook(BaseHook):
         if method == "HEAD":
             return {}
         try:
-            payload = json.loads(body)
+            payload = loads(body)
         except ValueError:
             raise ClarkyServerError(
                 f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",
