@@ -96,3 +96,21 @@ def test_direct_load_keeps_writers_out_but_not_readers(pg_warehouse, monkeypatch
             loader.join(timeout=60)
         assert not loader.is_alive() and not errors
         assert_table_matches(pg_warehouse, "contacts", "contacts", slow.dataset["contacts"])
+
+
+def test_load_longer_than_statement_timeout(pg_warehouse, monkeypatch):
+    """A rate-limited load runs for hours; no single COPY may stay open that long."""
+    from clarky_provider.sql.dialects import PostgresDialect
+
+    monkeypatch.setattr(PostgresDialect, "copy_seconds", 0.3)  # 10 s in production
+    database = pg_warehouse.dsn.rsplit("/", 1)[-1]
+    pg_warehouse.execute(f"ALTER DATABASE {database} SET statement_timeout = '1s'")
+    with ClarkyEmulator(300, rate_limit=None, latency=0.2) as slow:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CLARKY_DEFAULT", slow.connection_uri(page_size=20, max_concurrency=1)
+        )
+        started = time.monotonic()
+        summary = load()
+        assert time.monotonic() - started > 2  # well past the timeout, in COPYs of about 0.3 s
+        assert summary["rows_inserted"] == 300
+        assert_table_matches(pg_warehouse, "contacts", "contacts", slow.dataset["contacts"])
