@@ -78,7 +78,7 @@ class ClarkyToSqlOperator(BaseOperator):
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
         ``remove`` them; ``None`` leaves them.
     :param batch_size: rows per ``executemany`` on warehouses without a bulk path (PostgreSQL
-        streams one ``COPY``); bounds memory.
+        streams rows into ``COPY``); bounds memory.
     :param progress_interval: seconds between progress lines in the task log.
     """
 

@@ -99,7 +99,7 @@ class SqlDialect:
 
     def lock_for_direct_load(self, target: str) -> str | None:
         """Statement that keeps other writers out of ``target`` until commit, or None if the
-        warehouse cannot; without one, every load goes through staging."""
+        warehouse cannot; without one, merges and replaces always go through staging."""
         return None
 
     def key_match(self, layout: TableLayout, left: str, right: str) -> str:

@@ -1,4 +1,5 @@
-"""Loads into an empty PostgreSQL table skip staging: same table, same guarantees."""
+"""PostgreSQL load paths: an empty table skips staging with the same guarantees, and no COPY
+outlives a statement_timeout."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_emptied_table_with_a_view_is_loaded_in_place(emulator, pg_warehouse, ca
 
 def test_failed_first_load_leaves_no_table(emulator, pg_warehouse, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emulator.connection_uri(max_retries=1))
-    emulator.faults = FaultPlan(scheduled={n: "500" for n in range(3, 1000)})  # from the 2nd page on
+    emulator.faults = FaultPlan(scheduled={n: "500" for n in range(3, 1000)})  # from the third request on
     with pytest.raises(ClarkyServerError):
         load()
     assert not pg_warehouse.exists("contacts")
