@@ -17,6 +17,13 @@ def parse_timestamp(value: Any) -> datetime | None:
     """Parse an ISO 8601 value (``...Z``, ``...000Z``, offsets) into an aware UTC datetime."""
     if value is None or value == "":
         return None
+    if value.__class__ is str:  # hot path: "...Z" parses as it is on Python 3.11+
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is timezone.utc:
+            return parsed
     if isinstance(value, datetime):
         dt = value
     else:

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from clarky_provider.exceptions import ClarkyConfigError
@@ -60,13 +60,6 @@ def _boolean(value: Any) -> bool | None:
 
 
 def _timestamp(value: Any) -> datetime | None:
-    if value.__class__ is str:  # fast path: "...Z" parses directly on Python 3.11+
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is timezone.utc:
-            return parsed
     try:
         return parse_timestamp(value)
     except (TypeError, ValueError):
