@@ -3,6 +3,7 @@
     python bench/run.py emulator                      # emulator list requests/s on one core
     python bench/run.py pipeline --contacts 50000     # our operator vs a naive loop and dlt, same run
     python bench/run.py memory --sizes 10000,1000000  # peak RSS of the operator by dataset size
+    python bench/run.py order --sizes 3000,20000      # requests of complete reads, stable vs changing order
 
 The emulator runs in its own process (pinned to one core for the throughput figure); every
 measured load runs in a fresh child process so its peak RSS is its own. Targets: PostgreSQL
@@ -376,6 +377,43 @@ def bench_budget(args: argparse.Namespace) -> None:
         )
 
 
+def bench_order(args: argparse.Namespace) -> None:
+    """Requests a complete read costs when the list order changes per request, vs a stable order.
+
+    Requests are counted, not timed, so the emulator runs in-process without a rate limit. The
+    minimum is one request per page of 100; "one sweep" is what a plain page loop (pages 1..N,
+    no completeness check) ends with.
+    """
+    import logging
+
+    from clarky_provider.hooks.clarky import ClarkyHook
+    from clarky_provider.testing import ClarkyEmulator, DatasetSize
+
+    logging.disable(logging.WARNING)
+    print("\nComplete reads under a list order that changes per request (emulator order=per_request)")
+    print(
+        f"  {'resource':<10} {'records':>8} {'order':<12} {'minimum':>8} {'requests':>9} {'x min':>6} "
+        f"{'complete':>9} {'one sweep lands':>16}"
+    )
+    for size in (int(s) for s in args.sizes.split(",")):
+        for name in ("contacts", "companies"):
+            for order in ("stable", "per_request"):
+                dataset = DatasetSize(contacts=size, companies=size)
+                with ClarkyEmulator(size=dataset, rate_limit=None, order=order) as emu:
+                    os.environ["AIRFLOW_CONN_CLARKY_BENCH"] = emu.connection_uri()
+                    truth = {r["id"] for r in emu.dataset[name]}
+                    sweep = {r["id"] for p in ClarkyHook("clarky_bench").iter_pages(name) for r in p.records}
+                    before = emu.stats.count(f"/{name}")
+                    read = {r["id"] for r in ClarkyHook("clarky_bench").paginate(name)}
+                    requests_made = emu.stats.count(f"/{name}") - before
+                minimum = -(-size // 100)
+                print(
+                    f"  {name:<10} {size:>8} {order:<12} {minimum:>8} {requests_made:>9} "
+                    f"{requests_made / minimum:>6.2f} {'yes' if read == truth else 'NO':>9} "
+                    f"{len(sweep & truth) / len(truth):>15.0%}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -393,6 +431,8 @@ def main() -> None:
     budget.add_argument("--time-scale", type=float, default=0.25)
     budget.add_argument("--latency", type=float, default=1.0)
     budget.add_argument("--concurrency", type=int, default=4)
+    order = sub.add_parser("order")
+    order.add_argument("--sizes", default="3000,20000")
     memory = sub.add_parser("memory")
     memory.add_argument("--sizes", default="10000,100000")
     measured = sub.add_parser("_child")
@@ -406,6 +446,7 @@ def main() -> None:
         "pipeline": bench_pipeline,
         "memory": bench_memory,
         "budget": bench_budget,
+        "order": bench_order,
     }
     {**commands, "_child": child}[args.command](args)
 

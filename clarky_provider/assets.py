@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Asset
+from clarky_provider.compat import Asset
 
 #: Summary fields copied into each asset event's extra (small, never records or secrets).
 EVENT_FIELDS = ("resource", "rows_fetched", "rows_inserted", "rows_updated", "rows_deleted", "watermark")

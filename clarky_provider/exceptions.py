@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from clarky_provider.compat import AirflowException, AirflowFailException
 
 
 class ClarkyError(AirflowException):
@@ -24,6 +24,47 @@ class ClarkyConfigError(ClarkyError, AirflowFailException, ValueError):
 
 class ClarkyLoadError(ClarkyError):
     """The warehouse refused the load (constraint, disk full, lost connection); nothing was written."""
+
+
+class ClarkyIncompleteReadError(ClarkyError):
+    """A list read ended short of the ``total`` the API reported, after every recovery allowed.
+
+    Not an ``AirflowFailException``: the list's order may hold on a later try.
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        seen: int,
+        total: int,
+        parent_id: str | None,
+        effort: str,
+        consequence: str = "",
+    ) -> None:
+        self.resource, self.seen, self.total, self.parent_id = resource, seen, total, parent_id
+        self.effort = effort
+        self.missing = total - seen
+        where = f"{resource} of {parent_id}" if parent_id else resource
+        super().__init__(
+            f"Clarky {where}: read {seen} of the {total} records the API reported ({self.missing} missing) "
+            f"after {effort}. The list's order kept changing between page requests (or records kept "
+            "moving), so a complete read could not be proven. "
+            + (consequence + " " if consequence else "")
+            + "Retry later; if it persists, load in smaller windows (window_start/window_end) or report "
+            "it to Clarky support."
+        )
+
+    def with_consequence(self, consequence: str) -> ClarkyIncompleteReadError:
+        """The same error, saying what it means for the load it stopped."""
+        return ClarkyIncompleteReadError(
+            self.resource,
+            seen=self.seen,
+            total=self.total,
+            parent_id=self.parent_id,
+            effort=self.effort,
+            consequence=consequence,
+        )
 
 
 class ClarkyAPIError(ClarkyError):

@@ -18,6 +18,8 @@ KEY_PREFIX = "ck_live_"
 KEY_LENGTHS = (38, 39)
 MAX_PAGE_SIZE = 100
 READS_PER_MINUTE = 120
+#: What the docs say of the order of most lists: nothing, so page-number paging can skip records.
+NO_ORDER = "not documented"
 WRITES_PER_MINUTE = 60
 
 
@@ -34,12 +36,15 @@ class FieldType(str, enum.Enum):
 
 
 class FilterKind(str, enum.Enum):
-    """How a filter value is validated and encoded before it is sent."""
+    """What a filter does, and so how its value is validated, encoded and (in the emulator) applied."""
 
-    STRING = "string"
-    TIMESTAMP = "timestamp"
-    BOOLEAN = "boolean"
-    CHOICE = "choice"
+    STRING = "string"  # records whose field equals the value
+    CHOICE = "choice"  # the same, from a documented set of values
+    TIMESTAMP = "timestamp"  # an inclusive bound on a time field (cursor or partition field)
+    ANY_OF = "any_of"  # comma-separated values; records whose list field holds any of them
+    SEARCH = "search"  # a substring of any of the filter's ``fields``
+    ORDER = "order"  # the list's direction (asc or desc), not a selection
+    SHOW_DELETED = "show_deleted"  # true: soft-deleted records are listed too
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Filter:
     kind: FilterKind = FilterKind.STRING
     choices: tuple[str, ...] = ()
     description: str = ""
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,24 @@ class Resource:
     partition_filters: tuple[str, str] | None = None
     partition_field: str | None = None
     documented: bool = True
-    ordering: str = "not documented"
+    ordering: str = NO_ORDER
+    newest_first_by: str | None = None
+    parent_change_fields: tuple[str, ...] = ()
+    soft_delete_field: str | None = None
     field_index: Mapping[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "field_index", {f.name: f for f in self.fields})
+
+    @property
+    def incremental(self) -> bool:
+        """Whether a load can read only what changed since a watermark (an API filter, or changed parents)."""
+        return self.incremental_filter is not None or bool(self.parent_change_fields)
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the docs promise an order for this list (most Clarky lists have none)."""
+        return self.ordering != NO_ORDER
 
     @property
     def filter_index(self) -> dict[str, Filter]:
@@ -138,7 +157,7 @@ _ADDRESS = {
 }
 
 _BOT_ID = Filter("bot_id", description="only records owned by this agent")
-_TAGS = Filter("tags", description="comma-separated tags (any/all semantics undocumented)")
+_TAGS = Filter("tags", FilterKind.ANY_OF, description="comma-separated tags (any/all semantics undocumented)")
 
 AGENTS = Resource(
     name="agents",
@@ -197,7 +216,12 @@ CONTACTS = Resource(
         updated_at=TS,
     ),
     filters=(
-        Filter("search", description="matches name, email, phone or company"),
+        Filter(
+            "search",
+            FilterKind.SEARCH,
+            description="matches name, email, phone or company",
+            fields=("first_name", "last_name", "emails", "phone_numbers", "company"),
+        ),
         _TAGS,
         Filter("lead_source"),
         Filter("pipeline_stage_id"),
@@ -219,6 +243,13 @@ CONTACT_ACTIVITIES = Resource(
     parent_key="contact_id",
     description="Timeline entries (notes, calls, meetings, tasks) per contact; one list per contact.",
     ordering="newest first",
+    # The docs: activities come newest first, and a contact's last_contacted_at is its latest
+    # activity. So a daily read fetches only contacts contacted (or created) since the table's
+    # newest activity, and stops each list at the first older activity. They do not say that an
+    # activity changes the contact's updated_at, so contacts' updated_after cannot narrow it.
+    cursor_field="created_at",
+    newest_first_by="created_at",
+    parent_change_fields=("last_contacted_at", "created_at"),
     fields=_fields(
         id=STR,
         contact_id=STR,
@@ -273,7 +304,12 @@ COMPANIES = Resource(
         updated_at=TS,
     ),
     filters=(
-        Filter("search", description="matches name, domain or industry"),
+        Filter(
+            "search",
+            FilterKind.SEARCH,
+            description="matches name, domain or industry",
+            fields=("name", "domain", "industry"),
+        ),
         _TAGS,
         Filter("industry", description="exact match"),
         Filter("domain", description="exact match"),
@@ -372,7 +408,8 @@ CONVERSATIONS = Resource(
         archived_at=TS,
         deleted=BOOL,
     ),
-    filters=(Filter("include_deleted", FilterKind.BOOLEAN),),
+    filters=(Filter("include_deleted", FilterKind.SHOW_DELETED),),
+    soft_delete_field="deleted",
 )
 
 CONVERSATION_MESSAGES = Resource(
@@ -382,8 +419,10 @@ CONVERSATION_MESSAGES = Resource(
     parent_key="conversation_id",
     documented=False,
     description="Messages of each conversation (the Message object is not documented yet).",
+    ordering="by created_at, as the order parameter says (asc or desc)",
+    newest_first_by="created_at",  # with no order parameter (its default is not visible: assumed desc)
     fields=_fields(id=STR, conversation_id=STR, role=STR, content=STR, created_at=TS),
-    filters=(Filter("order", FilterKind.CHOICE, choices=("asc", "desc")),),
+    filters=(Filter("order", FilterKind.ORDER, choices=("asc", "desc")),),
 )
 
 RESOURCES: dict[str, Resource] = {
@@ -435,9 +474,9 @@ def encode_filters(resource: Resource, filters: Mapping[str, object]) -> dict[st
             )
         if spec.kind is FilterKind.TIMESTAMP:
             params[name] = format_timestamp(value, name=name)
-        elif spec.kind is FilterKind.BOOLEAN:
+        elif spec.kind is FilterKind.SHOW_DELETED:
             params[name] = _encode_bool(name, value)
-        elif spec.kind is FilterKind.CHOICE:
+        elif spec.kind in (FilterKind.CHOICE, FilterKind.ORDER):
             if str(value) not in spec.choices:
                 raise _config_error(f"Filter {name}={value!r} is not one of {', '.join(spec.choices)}.")
             params[name] = str(value)

@@ -11,9 +11,20 @@ Why this shape:
   neither overlap nor leave a gap, and the union equals one full load.
 * Each window **merges** on ``id``, so re-running any window, or the whole backfill, is safe.
 * Windows run as mapped tasks (``expand_kwargs``). ``max_active_tis_per_dagrun`` caps how many
-  share the key's 120 requests/minute at once; across workers, an Airflow pool does the same.
-  On a Celery or Kubernetes executor the windows spread over many workers while the warehouse
-  does the merges.
+  windows of a run share the key's 120 requests/minute at once; an Airflow pool caps Clarky
+  tasks across DAGs and runs. On a Celery or Kubernetes executor the windows spread over many
+  workers while the warehouse does the merges. Each window is its own process and paces only its
+  own requests; the server's ``X-RateLimit-Remaining`` headers and 429 ``Retry-After`` slow every
+  process.
+* **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's retries
+  only after the hook's own retries (429s, 5xx, resets) have given up, so it has outlasted
+  seconds. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window (a rolling
+  minute), so the failed attempt's requests have left the key's budget;
+  ``retry_exponential_backoff`` doubles the wait per retry (with Airflow's jitter: 1-2 min, then
+  2-4 min) up to ``max_retry_delay`` = 10 minutes. Airflow's default is a flat 5 minutes.
+  (``True``, not ``2.0``: early Airflow 3 releases accept only a bool; later ones read ``True``
+  as 2.)
+* No schedule: the DAG runs only when triggered, with the history's bounds as params.
 """
 
 from __future__ import annotations
@@ -31,6 +42,12 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     tags=["clarky", "example"],
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=60),  # one rolling rate window
+        "retry_exponential_backoff": True,  # 1-2 min, 2-4 min, ...
+        "max_retry_delay": timedelta(minutes=10),
+    },
     params={
         "sql_conn_id": Param("warehouse", type="string"),
         "start": Param("2023-01-01T00:00:00Z", type="string", description="first instant of the history"),
@@ -58,5 +75,4 @@ with DAG(
         sql_conn_id="{{ params.sql_conn_id }}",
         write_mode="merge",
         max_active_tis_per_dagrun=2,
-        retries=2,
     ).expand_kwargs(windows("{{ params.start }}", "{{ params.end }}", "{{ params.window_days }}"))

@@ -17,6 +17,17 @@ Why this shape:
 * The task publishes the ``warehouse.contacts`` Asset (with row counts and the watermark in the
   event's extra), so a downstream DAG can run on "contacts table updated":
   ``schedule=[table_asset("contacts")]``.
+* **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's retries
+  only after the hook's own retries (429s, 5xx, resets) have given up, so it has outlasted
+  seconds. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window (a rolling
+  minute), so the failed attempt's requests have left the key's budget;
+  ``retry_exponential_backoff`` doubles the wait per retry (with Airflow's jitter: 1-2, 2-4, then
+  4-8 min), and ``max_retry_delay`` = 10 minutes keeps every retry well inside the hour.
+  Airflow's default is a flat 5 minutes. (``True``, not ``2.0``: early Airflow 3 releases accept
+  only a bool; later ones read ``True`` as 2.)
+* **Unpausing starts a run at once.** ``catchup=False`` skips past intervals but still runs the
+  latest one as soon as the DAG is unpaused; on an empty table that first run loads the whole
+  contact history, spending the key's budget until it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +47,12 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["clarky", "example"],
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(seconds=60),  # one rolling rate window
+        "retry_exponential_backoff": True,  # 1-2 min, 2-4 min, 4-8 min
+        "max_retry_delay": timedelta(minutes=10),
+    },
     params={
         "sql_conn_id": Param("warehouse", type="string"),
         "table": Param("contacts", type="string", description="target table, created when missing"),
@@ -50,7 +67,5 @@ with DAG(
         write_mode="merge",
         incremental="watermark",
         watermark_overlap=timedelta(minutes=5),
-        retries=3,
-        retry_delay=timedelta(minutes=2),
         outlets=[table_asset("contacts")],
     )

@@ -7,23 +7,48 @@ Why this shape:
   and retry, and lets them run in parallel. The list comes from the provider's catalog, so a
   resource added to the catalog is synced without touching this DAG.
 * **merge** (the default write mode) upserts on ``id``: a rerun, or a retry after a failure,
-  converges on the same table. Contacts load incrementally from the table's high-water mark;
-  resources without time filters are full snapshots, merged.
-* **One key, one budget.** Every task here shares the key's 120 requests/minute. Within a
-  worker the provider paces all tasks of a key together; across workers, put the tasks in an
-  Airflow pool sized to the number of concurrent Clarky tasks you want (e.g.
+  converges on the same table. Contacts load incrementally from the table's high-water mark
+  (``updated_after``); contact activities only for contacts contacted or created since the
+  table's newest activity (the docs: activities come newest first, and a contact's
+  ``last_contacted_at`` is its latest activity); every other resource is a full snapshot,
+  merged. Deletes, backdated and edited activities need a full re-read: the
+  ``clarky_weekly_refresh`` DAG does it once a week.
+* **One key, one budget.** Every task here shares the key's 120 requests/minute, but every
+  Airflow 3 task instance runs in its own process, and each one paces only its own requests. What
+  slows all of them together is the server: each process waits when a response's
+  ``X-RateLimit-Remaining`` reaches 0, and waits out a 429's ``Retry-After``. So cap how many
+  Clarky tasks run at once with an Airflow pool (e.g.
   ``airflow pools set clarky_api 2 "Clarky key budget"`` and ``pool="clarky_api"`` in
-  ``partial``), so that several workers do not split the budget into many slow tasks.
+  ``partial``): a few tasks at full speed rather than ten that split the budget and queue on 429s.
+  A pool of 1 never lets this DAG's tasks compete for the key.
 * Child resources (activities per contact, stages per pipeline, ...) fan out over their parents
-  inside one task: one request per parent, so they are the expensive part of a full sync.
+  inside one task, several parents at once within the key's budget: one request per parent, so
+  they are the expensive part of a full sync (and why activities are read incrementally).
+* **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's
+  retries only after the hook's own retries (429s after ``Retry-After``; 5xx, resets and
+  timeouts with backoff) have given up, so it has outlasted seconds: an outage, or the key's
+  budget spent elsewhere. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window:
+  by then every request of the failed attempt has left the key's rolling 60 s window.
+  ``retry_exponential_backoff`` doubles the wait per retry (Airflow adds up to as much again as
+  jitter: 1-2 min, then 2-4 min), and ``max_retry_delay`` caps it at 10 minutes if you raise
+  ``retries``. Airflow's default, a flat 5 minutes, is long for a budget blip and does not back
+  off from a long outage. (``True`` rather than a multiplier such as ``2.0``: early Airflow 3
+  releases accept only a bool here; later ones read ``True`` as 2.)
+* **Unpausing starts a run at once.** ``catchup=False`` skips past intervals but still runs the
+  latest one: as soon as the DAG is unpaused, the scheduler starts the run for the last complete
+  day. That run is a full sync of every resource and spends the key's budget until it ends, so
+  unpause the DAG when the key can spare it.
 * When every table has loaded, ``publish_tables`` emits one Asset per table
   (``warehouse.<resource>``, with that load's row counts in the event's extra), so downstream
-  DAGs can be scheduled on any of them.
+  DAGs can be scheduled on any of them. It reads exactly ``len(summaries)`` results (see the
+  task): a ``for`` loop over a mapped task's output would also read one past the end, which
+  Airflow logs as an error (``XCom not found ... offset=N``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
@@ -41,6 +66,12 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["clarky", "example"],
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=60),  # one rolling rate window
+        "retry_exponential_backoff": True,  # 1-2 min, 2-4 min, ...
+        "max_retry_delay": timedelta(minutes=10),
+    },
     params={
         "sql_conn_id": Param(
             "warehouse", type="string", description="common-sql connection of the warehouse"
@@ -54,13 +85,18 @@ with DAG(
         sql_conn_id="{{ params.sql_conn_id }}",
         clarky_conn_id="{{ params.clarky_conn_id }}",
         write_mode="merge",
-        retries=2,
     ).expand(resource=sorted(TABLES))
 
     @task(outlets=list(TABLES.values()))
-    def publish_tables(summaries: list[dict], *, outlet_events=None) -> None:
+    def publish_tables(summaries: Sequence[dict], *, outlet_events=None) -> None:
         """One asset event per table, carrying that table's load summary."""
-        for summary in summaries:
+        # ``summaries`` is Airflow's lazy sequence of the mapped loads' results. Iterating it (a
+        # ``for`` loop, ``list()``) reads item after item until a read fails: its last read asks
+        # for the item one past the end, which Airflow logs as an ERROR ("XCom not found").
+        # Reading exactly len() items (one count, then one read per item; both work on every
+        # Airflow 3 release) logs nothing.
+        for index in range(len(summaries)):
+            summary = summaries[index]
             outlet_events[TABLES[summary["resource"]]].extra.update(event_extra(summary))
 
     publish_tables(loads.output)

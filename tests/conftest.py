@@ -17,8 +17,13 @@ assert len(TEST_KEY) == 38
 
 
 @pytest.fixture(autouse=True)
-def _fresh_rate_limiters() -> Iterator[None]:
-    """Limiters are shared per key within a process; tests must not inherit each other's pacing."""
+def _fresh_rate_limiters(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Limiters are shared per key within a process and, through state files, across processes on
+    the host: every test gets an empty private state folder (inherited by its subprocesses) so it
+    neither inherits another test's pacing nor touches the real one."""
+    monkeypatch.setenv(rate_limit.DIR_ENV, str(tmp_path_factory.mktemp("limits")))
     rate_limit._registry.clear()
     yield
     rate_limit._registry.clear()
@@ -95,7 +100,7 @@ def run_example_dag(dag_id: str, *, retries: int | None = None, **conf):
 
     ``retries`` overrides every task's retries (a failing run must not wait out retry delays).
     """
-    from airflow.dag_processing.dagbag import DagBag
+    from clarky_provider.compat import DagBag
 
     dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
     if retries is not None:

@@ -14,17 +14,18 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
-from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
 from clarky_provider import __version__
+from clarky_provider.compat import BaseHook
 from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
@@ -35,14 +36,18 @@ from clarky_provider.exceptions import (
     ClarkyServerError,
     error_class_for_status,
 )
+from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
+from clarky_provider.hooks.listing import ListReader, fan_out
 from clarky_provider.hooks.rate_limit import RateLimiter
 from clarky_provider.jsoncodec import loads
+from clarky_provider.normalize import parse_timestamp, require_timestamp
 from clarky_provider.resources import (
     API_PREFIX,
     DEFAULT_HOST,
     KEY_LENGTHS,
     KEY_PREFIX,
     MAX_PAGE_SIZE,
+    RESOURCES,
     Resource,
     encode_filters,
     get_resource,
@@ -58,8 +63,6 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_RATE_LIMIT_WAITS = 20
 #: Cap of one exponential backoff sleep, in seconds.
 MAX_BACKOFF = 30.0
-#: Extra full reads of a list that changed while it was paged (page drift).
-MAX_DRIFT_RESWEEPS = 2
 #: Pages fetched when the API omits ``pagination`` and never returns a short page.
 MAX_PAGES_WITHOUT_TOTALS = 1_000_000
 
@@ -74,6 +77,11 @@ class RequestStats:
     pages: int = 0
     records: int = 0
     duplicates_dropped: int = 0
+    lists_read: int = 0
+    total_reported: int = 0
+    lists_unverified: int = 0
+    lists_recovered: int = 0
+    recovery_requests: int = 0
     rate_limit_wait_seconds: float = 0.0
     budget_remaining: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -90,6 +98,20 @@ class RequestStats:
         data["rate_limit_wait_seconds"] = round(self.rate_limit_wait_seconds, 3)
         return data
 
+    def load_summary(self, rows: int) -> dict[str, Any]:
+        """What a load's XCom summary says of the read: the API's totals, coverage and traffic."""
+        with self._lock:
+            reported = self.total_reported
+            return {
+                "total_reported": reported,
+                "coverage": round(min(1.0, rows / reported), 4) if reported else None,
+                "lists_recovered": self.lists_recovered,
+                "pages": self.pages,
+                "requests": self.requests,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+            }
+
 
 @dataclass(frozen=True)
 class Page:
@@ -101,6 +123,8 @@ class Page:
     total: int | None = None
     total_pages: int | None = None
     parent_id: str | None = None
+    #: A page of a time window read to recover records a sweep missed (not a page of the full list).
+    window: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,8 @@ class ClarkyHook(BaseHook):
         self._settings: ClarkySettings | None = None
         self._session: requests.Session | None = None
         self._limiter: RateLimiter | None = None
+        self._in_flight_slots: threading.BoundedSemaphore | None = None
+        self._slots_lock = threading.Lock()
         self.stats = RequestStats()
 
     # -- connection -------------------------------------------------------------------------
@@ -269,10 +295,19 @@ class ClarkyHook(BaseHook):
 
     @property
     def limiter(self) -> RateLimiter:
+        """The key's pacing, shared with every thread and process on this host that uses the key."""
         if self._limiter is None:
             s = self.settings
             self._limiter = RateLimiter.shared(s.key_fingerprint, s.requests_per_minute)
         return self._limiter
+
+    @property
+    def _in_flight(self) -> threading.BoundedSemaphore:
+        """Bounds requests in flight to ``max_concurrency``, however many threads page at once."""
+        with self._slots_lock:
+            if self._in_flight_slots is None:
+                self._in_flight_slots = threading.BoundedSemaphore(self.settings.max_concurrency)
+            return self._in_flight_slots
 
     def close(self) -> None:
         if self._session is not None:
@@ -325,9 +360,10 @@ class ClarkyHook(BaseHook):
         deadline = time.monotonic() + self.max_retry_seconds
         failures = rate_limit_waits = 0
         while True:
-            self.stats.add(rate_limit_wait_seconds=self.limiter.acquire())
             try:
-                return self._send(method, path, params)
+                with self._in_flight:  # max_concurrency across every thread of this hook
+                    self.stats.add(rate_limit_wait_seconds=self.limiter.acquire())
+                    return self._send(method, path, params)
             except ClarkyAPIError as exc:
                 error = exc
             if isinstance(error, ClarkyRateLimitError):
@@ -406,7 +442,8 @@ class ClarkyHook(BaseHook):
         except (KeyError, ValueError):
             return
         self.stats.budget_remaining = remaining
-        self.limiter.observe(remaining, reset)
+        # the limit lets the limiter tell "low" from "plenty" (other hosts spend the same budget)
+        self.limiter.observe(remaining, reset, _as_int(headers.get("X-RateLimit-Limit")))
 
     def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
         status = response.status_code
@@ -455,7 +492,7 @@ class ClarkyHook(BaseHook):
         res = get_resource(resource)
         params = encode_filters(res, filters)
         if res.parent_key is not None and parent_id is None:
-            for parent in self.paginate(res.parent or ""):
+            for parent in ListReader(self, get_resource(res.parent or ""), None, {}, counted=False):
                 yield from self._resource_pages(res, str(parent["id"]), params)
         else:
             yield from self._resource_pages(res, parent_id, params)
@@ -466,56 +503,49 @@ class ClarkyHook(BaseHook):
         *,
         parent_id: str | None = None,
         on_page: Callable[[Page], None] | None = None,
+        changed_since: datetime | str | None = None,
         **filters: Any,
     ) -> Iterator[dict[str, Any]]:
-        """Yield every record once (duplicates from page drift dropped by id).
+        """Yield every record once, each list checked against the ``total`` the API reported.
 
-        Clarky lists are unordered pages over data that changes while we read: an insert or
-        delete shifts records across page boundaries, so one sweep can skip some. When a
-        sweep sees ``total`` change, the list is read again (at most ``MAX_DRIFT_RESWEEPS``
-        times) and only records not yet seen are yielded.
-        ``on_page`` is called with each page as it arrives (progress reporting).
+        Clarky lists are unordered pages over data that changes while we read, so one sweep can
+        skip records and repeat others. Duplicates are dropped by id; a list read short of its
+        ``total`` is re-read at the least cost the API allows (see :mod:`.listing`), and one
+        that stays short raises :class:`ClarkyIncompleteReadError`. Child resources fan out over
+        a complete read of their parents, several parents at once. ``on_page`` is called with
+        each page as it arrives.
+
+        ``changed_since`` reads a child resource incrementally where the catalog gives a change
+        signal (``contact_activities``): only parents whose change fields
+        (``last_contacted_at``, ``created_at``) are at or after it, and each list only down to
+        its first record older than it (the list is newest first).
         """
-        seen: set[int] = set()
-        for sweep in range(1 + MAX_DRIFT_RESWEEPS):
-            totals: list[int] = []
-            for page in self.iter_pages(resource, parent_id=parent_id, **filters):
-                if on_page is not None:
-                    on_page(page)
-                if page.total is not None and page.parent_id is None:
-                    totals.append(page.total)
-                yield from self._unseen(page.records, seen)
-            if not totals or min(totals) == max(totals):
-                return
-            if sweep < MAX_DRIFT_RESWEEPS:
-                log.warning(
-                    "Clarky %s changed while it was read (total %d -> %d, %d distinct records seen); "
-                    "reading it again for records the shifting pages skipped",
-                    resource,
-                    totals[0],
-                    totals[-1],
-                    len(seen),
-                )
-        log.warning(
-            "Clarky %s kept changing during %d sweeps; records moved between pages may be missing "
-            "until the next run (incremental runs pick up inserted and updated records)",
-            resource,
-            1 + MAX_DRIFT_RESWEEPS,
-        )
+        res = get_resource(resource)
+        params = encode_filters(res, filters)
+        since = _changed_since(res, changed_since)
+        budget = self.settings.requests_per_minute
+        if res.parent_key is None or parent_id is not None:
 
-    def _unseen(self, records: list[dict[str, Any]], seen: set[int]) -> Iterator[dict[str, Any]]:
-        fresh = 0
-        for record in records:
-            record_id = record.get("id")
-            if record_id is not None:
-                marker = hash(str(record_id))
-                if marker in seen:
-                    self.stats.add(duplicates_dropped=1)
-                    continue
-                seen.add(marker)
-            fresh += 1
-            yield record
-        self.stats.add(records=fresh)
+            def list_bill(page: Page) -> None:
+                log_list_bill(res.name, page.total or 0, page.total_pages or 1, budget)
+
+            bill = list_bill if parent_id is None else None
+            yield from ListReader(self, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill)
+            return
+        parent = get_resource(res.parent or "")
+
+        def fan_out_bill(page: Page) -> None:
+            mark = since.isoformat() if since else None
+            log_fan_out_bill(
+                res.name, parent.name, page.total or 0, page.total_pages or 1, budget, since=mark
+            )
+
+        parents: Iterator[dict[str, Any]] = iter(
+            ListReader(self, parent, None, {}, counted=False, bill=fan_out_bill)
+        )
+        if since is not None:
+            parents = (p for p in parents if _changed(p, res.parent_change_fields, since))
+        yield from fan_out(self, res, parents, params, on_page, stop_before=since)
 
     def get_pandas_df(self, resource: str, **filters: Any) -> pd.DataFrame:
         """All records of a resource as a DataFrame, for notebooks and small resources."""
@@ -523,7 +553,9 @@ class ClarkyHook(BaseHook):
 
         return pd.DataFrame.from_records(list(self.paginate(resource, **filters)))
 
-    def _resource_pages(self, res: Resource, parent_id: str | None, params: dict[str, str]) -> Iterator[Page]:
+    def _resource_pages(
+        self, res: Resource, parent_id: str | None, params: dict[str, str]
+    ) -> Generator[Page, None, None]:
         path = res.list_path(parent_id)
         if not res.paginated:
             yield self._fetch_page(res, path, params, None, parent_id)
@@ -610,6 +642,29 @@ class ClarkyHook(BaseHook):
         )
 
 
+def _changed_since(res: Resource, value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if not res.parent_change_fields:
+        raise ClarkyConfigError(
+            f"changed_since needs a child resource whose parents signal changes; {res.name!r} has none "
+            f"(resources that do: {', '.join(sorted(r.name for r in RESOURCES.values() if r.parent_change_fields))})."
+        )
+    return require_timestamp(value, "changed_since")
+
+
+def _changed(parent: dict[str, Any], fields: tuple[str, ...], since: datetime) -> bool:
+    """Whether any change field of ``parent`` is at or after ``since`` (unreadable values count as changed)."""
+    for name in fields:
+        try:
+            moment = parse_timestamp(parent.get(name))
+        except (TypeError, ValueError):
+            return True
+        if moment is not None and moment >= since:
+            return True
+    return False
+
+
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)
@@ -627,6 +682,6 @@ def _retry_after(value: str | None) -> float:
 
 def _mask(secret: str) -> None:
     """Register the key with Airflow's secrets masker so any log line that holds it is redacted."""
-    from airflow.sdk.log import mask_secret
+    from clarky_provider.compat import mask_secret
 
     mask_secret(secret)

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
-
+from clarky_provider.compat import BaseOperator, ObjectStoragePath
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
@@ -99,11 +98,7 @@ class ClarkyToObjectStorageOperator(BaseOperator):
             "format": self.format,
             "files": len(parts),
             "rows_fetched": rows,
-            **{
-                k: v
-                for k, v in hook.stats.as_dict().items()
-                if k in ("pages", "requests", "retries", "rate_limited")
-            },
+            **hook.stats.load_summary(rows),
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Exported Clarky %s to %s: %s", resource.name, destination, summary)

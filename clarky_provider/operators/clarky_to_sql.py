@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, BaseOperator
-
 from clarky_provider.assets import event_extra
-from clarky_provider.exceptions import ClarkyConfigError, ClarkyError, ClarkyLoadError
+from clarky_provider.compat import BaseHook, BaseOperator
+from clarky_provider.exceptions import (
+    ClarkyConfigError,
+    ClarkyError,
+    ClarkyIncompleteReadError,
+    ClarkyLoadError,
+)
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.normalize import minus_one_millisecond, parse_timestamp, require_timestamp
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
-from clarky_provider.resources import Resource, encode_filters, get_resource
-from clarky_provider.sql.dialects import SqlDialect, dialect_for
+from clarky_provider.resources import RESOURCES, Resource, encode_filters, get_resource
+from clarky_provider.sql.dialects import SqlDialect, dialect_for, wait_until
 from clarky_provider.sql.schema import DELETED_AT, TableLayout, check_identifier
 
 if TYPE_CHECKING:
@@ -72,7 +76,8 @@ class ClarkyToSqlOperator(BaseOperator):
     :param incremental: ``auto`` (watermark when the resource supports it and the mode is merge),
         ``watermark`` (the table's max cursor minus ``watermark_overlap``), ``interval`` (the
         run's data interval start) or ``full``.
-    :param updated_after: explicit lower bound of the incremental filter (templated).
+    :param updated_after: explicit lower bound of an incremental read (templated): the
+        ``updated_after`` filter for contacts, the parents' change signal for activities.
     :param window_start: start of a backfill window on the partition field (inclusive).
     :param window_end: end of the window (exclusive), so adjacent windows neither overlap nor gap.
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
@@ -149,10 +154,11 @@ class ClarkyToSqlOperator(BaseOperator):
         window_filters = self._window_filters(resource)
         cursor_filter = resource.incremental_filter
         mode = self.incremental
-        if mode in ("watermark", "interval") and cursor_filter is None:
+        if mode in ("watermark", "interval") and not resource.incremental:
+            incremental = ", ".join(sorted(r.name for r in RESOURCES.values() if r.incremental))
             raise ClarkyConfigError(
-                f"incremental={mode!r} needs a resource with an incremental filter; {resource.name!r} has none "
-                "(only contacts do). Use incremental='full' with write_mode='merge'."
+                f"incremental={mode!r} needs a resource that can be read incrementally; {resource.name!r} "
+                f"cannot ({incremental} can). Use incremental='full' with write_mode='merge'."
             )
         explicit = self.updated_after or (context.get("data_interval_start") if mode == "interval" else None)
         updated_after = require_timestamp(explicit, "updated_after") if explicit else None
@@ -162,7 +168,7 @@ class ClarkyToSqlOperator(BaseOperator):
             )
         use_watermark = (
             updated_after is None
-            and cursor_filter is not None
+            and resource.incremental
             and cursor_filter not in user_filters
             and not window_filters
             and (mode == "watermark" or (mode == "auto" and self.write_mode == "merge"))
@@ -209,6 +215,14 @@ class ClarkyToSqlOperator(BaseOperator):
             filters[plan.resource.incremental_filter] = lower
         return filters
 
+    @staticmethod
+    def _read_options(plan: LoadPlan, watermark: datetime | None) -> dict[str, Any]:
+        """Hook arguments beyond API filters: the lower bound of a child resource's incremental read."""
+        lower = plan.updated_after or watermark
+        if lower is not None and plan.resource.parent_change_fields:
+            return {"changed_since": lower}
+        return {}
+
     # -- execution --------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -234,6 +248,9 @@ class ClarkyToSqlOperator(BaseOperator):
             cursor = connection.cursor()
             summary = _Load(self, plan, dialect, cursor, clarky, metadata).run()
             connection.commit()
+        except ClarkyIncompleteReadError as exc:
+            _rollback(connection)
+            raise exc.with_consequence(self._unsafe_partial_load(plan)) from None
         except ClarkyError:
             _rollback(connection)
             raise
@@ -260,18 +277,34 @@ class ClarkyToSqlOperator(BaseOperator):
             columns=column_types(dialect, plan.layout),
             rows=summary["rows_fetched"],
         )
-        traffic = clarky.stats.as_dict()
         summary.update(
-            {key: traffic[key] for key in ("pages", "requests", "retries", "rate_limited")},
+            clarky.stats.load_summary(summary["rows_fetched"]),
             duration_seconds=round(time.monotonic() - started, 3),
         )
         log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
         self._annotate_outlets(context, summary)
         return summary
 
+    def _unsafe_partial_load(self, plan: LoadPlan) -> str:
+        """What landing a partial read would have done to the table, for the error message."""
+        outcome = f"Nothing was written: {plan.table} is exactly as it was."
+        if self.write_mode == "replace":
+            return (
+                f"{outcome} A partial replace would not have been safe: it drops the rows that were not read."
+            )
+        if self.write_mode == "merge" and self.delete_mode and plan.is_full_snapshot:
+            return (
+                f"{outcome} A partial merge would not have been safe: delete_mode={self.delete_mode!r} would "
+                "have marked every record that was not read as deleted."
+            )
+        return (
+            f"{outcome} A {self.write_mode} of the records read would have been safe (rows not read stay "
+            "as they are), but a load never lands a partial read as if it were complete."
+        )
+
     def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Row counts and the watermark ride on this task's asset events (``outlets``)."""
-        from airflow.sdk import Asset
+        from clarky_provider.compat import Asset
 
         events = context.get("outlet_events")
         if events is None:
@@ -312,12 +345,13 @@ class _Load:
         self.metadata = metadata
         self.target = dialect.qualified(plan.schema, plan.table)
         self.staging = dialect.quote(f"_clarky_stage_{plan.table}")
+        self.claimed = False  # whether this transaction holds the table's lock (see _ensure_table)
 
     def run(self) -> dict[str, Any]:
         plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
         self._ensure_table()
         watermark = self._watermark() if plan.use_watermark else None
-        filters = self.op._api_filters(plan, watermark)
+        filters = {**self.op._api_filters(plan, watermark), **self.op._read_options(plan, watermark)}
         if self._direct_load_possible():
             return self._summary(filters, watermark, *self._stream(self.target, filters))
         cur.execute(dialect.create_table(self.staging, layout, temporary=True))
@@ -343,11 +377,13 @@ class _Load:
         Appends always can; so can a merge or replace into an empty target (a table's first
         load), where staging and the upsert would only copy the same rows twice. The target is
         locked against other writers (readers are not blocked) so it stays empty until commit.
+        Only a load that holds the table's lock (``_ensure_table``) does so: other loads of the
+        table then wait for it by polling, not in a ``LOCK`` that a ``statement_timeout`` ends.
         """
         if self.op.write_mode == "append":
             return True
         lock = self.dialect.lock_for_direct_load(self.target)
-        if lock is None or not self._target_is_empty():
+        if lock is None or not self.claimed or not self._target_is_empty():
             return False
         self.cursor.execute(lock)
         if not self._target_is_empty():  # a writer committed rows before the lock was granted
@@ -384,9 +420,30 @@ class _Load:
         }
 
     def _ensure_table(self) -> None:
+        """Create the schema and table, or add the catalog columns the table lacks, safely
+        while other loads of the same table run.
+
+        Two loads that both find the table (or a column) missing would both run the DDL, and
+        the second fails. So a load with DDL to run, or that wants the table to itself (a
+        ``replace``, or a merge into an empty table, which loads directly), first takes the
+        table's lock (``SqlDialect.try_lock``; SQLite's ``begin`` already took the database's),
+        and then looks again and acts under it. Its transaction keeps the lock until commit,
+        so the table stays as it was if the load fails. Another such load waits, trying again
+        about every second, until the holder's transaction ends (possibly a whole load of
+        minutes or hours: waiting, never failing), then looks again: usually the table is
+        there and complete, and it goes on without the lock. Loads into an existing, complete,
+        non-empty table take no lock and run side by side as before.
+        """
         plan, dialect, cur = self.plan, self.dialect, self.cursor
         if plan.schema:
-            cur.execute(dialect.create_schema(plan.schema))
+            schema = plan.schema
+
+            def schema_missing() -> bool:
+                return not dialect.schema_exists(cur, schema)
+
+            if self._claim_if(schema_missing, schema, None, f"schema {schema}") and schema_missing():
+                cur.execute(dialect.create_schema(schema))
+        self.claimed = self._claim_if(self._needs_table_to_itself, plan.schema, plan.table, self.target)
         existing = dialect.existing_columns(cur, plan.schema, plan.table)
         if existing is None:
             log.info("Creating table %s for Clarky %s", self.target, plan.resource.name)
@@ -396,6 +453,34 @@ class _Load:
             if column.name not in existing:
                 log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
                 cur.execute(dialect.add_column(self.target, column.name, column.type))
+
+    def _claim_if(self, needed: Callable[[], bool], schema: str | None, table: str | None, what: str) -> bool:
+        """Take the lock on ``schema``/``table`` if ``needed()``, waiting while another load
+        holds it; True when this transaction holds it (and must re-check what it needs)."""
+        holds = False
+
+        def settled() -> bool:
+            nonlocal holds
+            if not needed():
+                return True
+            holds = self.dialect.try_lock(self.cursor, schema, table)
+            return holds
+
+        wait_until(settled, f"the lock on {what}")
+        return holds
+
+    def _needs_table_to_itself(self) -> bool:
+        """Whether the load runs DDL on the table, replaces it, or may load straight into it."""
+        existing = self.dialect.existing_columns(self.cursor, self.plan.schema, self.plan.table)
+        if existing is None or not existing.issuperset(self.plan.layout.names):
+            return True
+        if self.op.write_mode == "replace":
+            return True  # two replaces at once: the second's DELETE would miss the first's rows
+        return (
+            self.op.write_mode == "merge"
+            and self.dialect.lock_for_direct_load(self.target) is not None
+            and self._target_is_empty()
+        )
 
     def _watermark(self) -> datetime | None:
         """The table's newest cursor value minus the safety overlap, or None for an empty table."""
@@ -409,13 +494,16 @@ class _Load:
         log.info(
             "Incremental load of %s: %s from %s",
             self.plan.resource.name,
-            self.plan.resource.incremental_filter,
+            self.plan.resource.incremental_filter or "parents changed",
             lower.isoformat(),
         )
         return lower
 
     def _stream(self, table: str, filters: dict[str, Any]) -> tuple[int, datetime | None, str | None]:
-        """Stream every record into ``table``; returns (rows, newest cursor value, workspace id)."""
+        """Stream every record into ``table``; returns (rows, newest cursor value, workspace id).
+
+        ``filters`` are the hook's ``paginate`` arguments: API filters and ``changed_since``.
+        """
         layout = self.plan.layout
         cursor_field = self.plan.resource.cursor_field
         cursor_index = layout.names.index(cursor_field) if cursor_field else None

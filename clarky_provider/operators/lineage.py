@@ -40,7 +40,7 @@ def input_namespace(api_base_url: str, workspace_id: str | None) -> str:
 
 def _output_dataset_id(lineage: LoadLineage) -> tuple[str, str]:
     """(namespace, name) of the warehouse table, following OpenLineage's naming for the database."""
-    from airflow.sdk import BaseHook
+    from clarky_provider.compat import BaseHook
 
     connection = BaseHook.get_connection(lineage.sql_conn_id)
     hook = connection.get_hook()

@@ -1,12 +1,14 @@
 """What differs between warehouses: types, quoting, the bulk path into staging, and the upsert.
 
 ``SqlDialect`` is ANSI SQL with ``MERGE`` (Snowflake, BigQuery, Redshift, DuckDB, PostgreSQL 15+
-all accept that shape); PostgreSQL adds ``COPY`` and ``ON CONFLICT``; SQLite adds its own
-transaction handling and text timestamps. A new warehouse is a subclass of a few lines.
+all accept that shape); PostgreSQL adds ``COPY``, ``ON CONFLICT`` and advisory locks; SQLite adds
+its own transaction handling and text timestamps. A new warehouse is a subclass of a few lines.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -17,6 +19,8 @@ from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.jsoncodec import dumps_jsonb
 from clarky_provider.resources import FieldType
 from clarky_provider.sql.schema import TableLayout
+
+log = logging.getLogger(__name__)
 
 
 class SqlDialect:
@@ -56,6 +60,21 @@ class SqlDialect:
 
     def create_schema(self, schema: str) -> str | None:
         return f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}"
+
+    def schema_exists(self, cursor: Any, schema: str) -> bool:
+        """Whether ``schema`` exists; False when the warehouse cannot tell (ANSI SQL), so that
+        ``CREATE SCHEMA IF NOT EXISTS`` runs, and decides."""
+        return False
+
+    def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
+        """Take, unless another transaction holds it, this transaction's lock on the DDL of
+        ``table`` (of ``schema`` itself when ``table`` is None); True when taken.
+
+        Held until commit or rollback: DDL is transactional, so a table one load is creating
+        stays invisible to the others until then, and they must not create it too. ANSI SQL
+        has no such lock: True, and ``CREATE ... IF NOT EXISTS`` is all there is.
+        """
+        return True
 
     def add_column(self, qualified: str, name: str, ftype: FieldType) -> str:
         return f"ALTER TABLE {qualified} ADD COLUMN {self.quote(name)} {self.types[ftype]}"
@@ -208,6 +227,27 @@ class PostgresDialect(SqlDialect):
         # Blocks other writers (not readers) until commit, so "empty" stays true while we load.
         return f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
 
+    def schema_exists(self, cursor: Any, schema: str) -> bool:
+        # pg_namespace lists every schema; information_schema only those we have rights on.
+        cursor.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema])
+        return cursor.fetchone() is not None
+
+    def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
+        """A transaction-scoped advisory lock keyed on the schema-qualified name (an unqualified
+        table is in ``CURRENT_SCHEMA()``, as ``CREATE TABLE`` puts it), in this provider's own
+        key space. Only tried, never waited for in a statement: see ``wait_until``.
+
+        ``CREATE TABLE IF NOT EXISTS`` alone is not enough here: it does not see a table another
+        transaction has created but not committed, and then fails on the catalog's unique index
+        (``pg_type_typname_nsp_index``) once that one commits.
+        """
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext('clarky_provider'), "
+            "hashtext(COALESCE(%s, CURRENT_SCHEMA(), '') || COALESCE('.' || %s, '')))",
+            [schema, table],
+        )
+        return bool(cursor.fetchone()[0])
+
     def upsert(self, target: str, staging: str, layout: TableLayout) -> str:
         keys = ", ".join(self.quote(k) for k in layout.primary_key)
         updates = ", ".join(
@@ -232,10 +272,25 @@ class SqliteDialect(SqlDialect):
         FieldType.OBJECT: "TEXT",
     }
 
+    #: Longest one ``BEGIN IMMEDIATE`` waits in SQLite's busy handler before we try again.
+    busy_milliseconds = 1000
+
     def begin(self, connection: Any) -> None:
+        """``BEGIN IMMEDIATE``: take the database's single write lock first, before reading.
+
+        With a plain (deferred) ``BEGIN`` two loads both read, then the second to write fails
+        at once with "database is locked" (SQLite cannot wait for a lock while holding a read).
+        Taken first, the lock makes loads into one database file run one after the other: a
+        load waits for the other's whole transaction, then sees its tables and columns.
+        """
         # Python's sqlite3 would otherwise run DDL outside the transaction.
         connection.isolation_level = None
-        connection.execute("BEGIN")
+        previous = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_milliseconds)}")
+        try:
+            wait_until(lambda: _begin_immediate(connection), "the write lock of the SQLite database")
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(previous)}")
 
     def create_schema(self, schema: str) -> str | None:
         return None
@@ -267,6 +322,48 @@ class SqliteDialect(SqlDialect):
         )
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
         return f"{self.insert_all(target, staging, layout)} WHERE true ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+
+
+def _begin_immediate(connection: Any) -> bool:
+    """One try at SQLite's write lock (waiting up to the busy timeout); False while it is held."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    return True
+
+
+#: Longest pause between two tries at a lock another load holds.
+LOCK_POLL_SECONDS = 1.0
+#: How often a waiting load says so in the task log.
+LOCK_LOG_SECONDS = 60.0
+
+
+def wait_until(attempt: Callable[[], bool], what: str) -> float:
+    """Call ``attempt`` until it returns True (it got its lock), pausing between tries; returns
+    the seconds waited. There is no limit: the task's ``execution_timeout`` is the limit.
+
+    The wait is many short tries rather than one statement that blocks, because the holder may
+    keep the lock for its whole load (minutes to hours of streaming): a blocking statement would
+    end with the database's ``statement_timeout`` or ``lock_timeout`` and fail the load, and a
+    task that Airflow stops could not notice until it returned.
+    """
+    started = time.monotonic()
+    report = started
+    pause = 0.05
+    while not attempt():
+        now = time.monotonic()
+        if now >= report:
+            log.info("Waiting for %s, which another transaction holds (%.0f s so far)", what, now - started)
+            report = now + LOCK_LOG_SECONDS
+        time.sleep(pause)
+        pause = min(pause * 2, LOCK_POLL_SECONDS)
+    waited = time.monotonic() - started
+    if waited >= 1:
+        log.info("Got %s after %.1f s", what, waited)
+    return waited
 
 
 def _can_copy(cursor: Any) -> bool:

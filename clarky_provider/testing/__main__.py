@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from clarky_provider.testing.emulator import ClarkyEmulator
+from clarky_provider.testing.emulator import ORDERS, ClarkyEmulator
 from clarky_provider.testing.faults import FAULT_KINDS, FaultPlan
 
 
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--latency-jitter", type=float, default=0.0)
     serve.add_argument("--fault", type=_fault_rate, action="append", default=[], metavar="KIND=RATE")
     serve.add_argument("--mutate-every", type=int, default=None, help="mutate contacts every N list requests")
+    serve.add_argument(
+        "--order", choices=ORDERS, default="stable", help="per_request: a fresh random list order per request"
+    )
     args = parser.parse_args(argv)
 
     emulator = ClarkyEmulator(
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_jitter=args.latency_jitter,
         faults=FaultPlan(rates=dict(args.fault)),
         mutate_every=args.mutate_every,
+        order=args.order,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -37,13 +37,9 @@ from clarky_provider.testing.faults import FaultPlan
 from clarky_provider.testing.store import ClarkyStore, DatasetSize, epoch_of, hidden_by_default
 
 DEFAULT_PAGE_SIZE = 25
+ORDERS = ("stable", "per_request")
 WRITE_METHODS = frozenset({"POST", "PATCH", "DELETE", "PUT"})
 HTML_ERROR = b"<html><head><title>%d</title></head><body><h1>%d %s</h1><p>nginx</p></body></html>"
-
-SEARCH_FIELDS = {
-    "contacts": ("first_name", "last_name", "company", "emails", "phone_numbers"),
-    "companies": ("name", "domain", "industry"),
-}
 
 
 def make_key(label: str, seed: int) -> str:
@@ -124,6 +120,10 @@ class ClarkyEmulator:
     :param faults: a :class:`FaultPlan` of injected failures.
     :param mutate_every: after every N-th contacts list request, apply ``mutation``
         (inserts, updates, deletes) to simulate a CRM that changes while a client pages.
+    :param order: ``"stable"`` serves every list in one order; ``"per_request"`` serves each
+        request of a list whose order the docs leave open in a fresh random order (nothing in
+        the docs forbids it), so page-number paging skips and repeats records. Lists with a
+        documented order (activities, stages, messages) keep it.
     """
 
     def __init__(
@@ -142,9 +142,12 @@ class ClarkyEmulator:
         mutate_every: int | None = None,
         mutation: tuple[int, int, int] = (1, 1, 0),
         size: DatasetSize | None = None,
+        order: str = "stable",
     ) -> None:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise ValueError("the emulator only listens on loopback addresses")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         self.store = ClarkyStore(size or DatasetSize(contacts=contacts), seed=seed)
         self.read_key = make_key("read", seed)
         self.write_key = make_key("write", seed)
@@ -162,6 +165,8 @@ class ClarkyEmulator:
         self.faults = faults or FaultPlan()
         self.mutate_every = mutate_every
         self.mutation = mutation
+        self.order = order
+        self._order_rng = random.Random(seed + 2)
         self.stats = EmulatorStats()
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._lock = threading.Lock()
@@ -234,6 +239,14 @@ class ClarkyEmulator:
 
     def mutate(self, inserts: int = 0, updates: int = 0, deletes: int = 0) -> dict[str, list[str]]:
         return self.store.mutate(inserts=inserts, updates=updates, deletes=deletes)
+
+    def log_activities(self, contacts: int) -> list[str]:
+        """New activities (now) on ``contacts`` random contacts; see :meth:`ClarkyStore.log_activities`."""
+        return self.store.log_activities(contacts)
+
+    def log_messages(self, conversations: int) -> list[str]:
+        """A new message (now) in ``conversations`` random conversations; see :meth:`ClarkyStore.log_messages`."""
+        return self.store.log_messages(conversations)
 
     def revoke(self, key: str) -> None:
         self.revoked.add(key)
@@ -340,8 +353,10 @@ class ClarkyEmulator:
             blobs = collection.blobs if collection else {}
             if not res.paginated:
                 return b'{"data":[' + b",".join(blobs[i] for i in ids) + b"]}"
-            if res.name == "conversation_messages" and params.get("order", "desc") == "desc":
-                ids = ids[::-1]
+            if _ascending(res, params):
+                ids = ids[::-1]  # lists are kept in their documented order, newest first
+            if self.order == "per_request" and not res.ordered:
+                ids = self._shuffled(ids)
             total = len(ids)
             chunk = ids[(page - 1) * page_size : page * page_size]
             body = b",".join(blobs[i] for i in chunk)
@@ -352,6 +367,10 @@ class ClarkyEmulator:
         if res.name == "contacts":
             self._count_list_request()
         return b'{"data":[' + body + b'],"pagination":' + pagination.encode() + b"}"
+
+    def _shuffled(self, ids: list[str]) -> list[str]:
+        with self._lock:
+            return self._order_rng.sample(ids, len(ids))
 
     def _count_list_request(self) -> None:
         if not self.mutate_every:
@@ -368,6 +387,11 @@ class _RateLimited(Exception):
     def __init__(self, headers: dict[str, str], wait: float) -> None:
         super().__init__("rate limited")
         self.headers, self.wait = headers, wait
+
+
+def _ascending(res: Resource, params: dict[str, str]) -> bool:
+    """Whether the request asks a newest-first list for the other direction (``order=asc``)."""
+    return any(f.kind is FilterKind.ORDER and params.get(f.name) == "asc" for f in res.filters)
 
 
 def _reject_unknown(params: dict[str, str], allowed: set[str]) -> None:
@@ -392,10 +416,10 @@ def _int_param(params: dict[str, str], name: str, default: int, low: int, high: 
 
 
 def _predicate(res: Resource, filters: dict[str, str]) -> Callable[[dict[str, Any]], bool] | None:
-    """One predicate for all filters of a request (None when nothing filters)."""
+    """One predicate for all filters of a request (None when nothing filters), each as the catalog says."""
     checks: list[Callable[[dict[str, Any]], bool]] = []
     specs = res.filter_index
-    include_deleted = False
+    show_deleted = False
     for name, raw in filters.items():
         spec = specs[name]
         if spec.kind is FilterKind.TIMESTAMP:
@@ -408,27 +432,21 @@ def _predicate(res: Resource, filters: dict[str, str]) -> Callable[[dict[str, An
                     422, "validation_error", f"{name} must be an ISO 8601 timestamp", {"field": name}
                 )
             checks.append(_time_check(res, name, bound.timestamp()))
-        elif spec.kind is FilterKind.BOOLEAN:
+        elif spec.kind is FilterKind.SHOW_DELETED:
             if raw not in ("true", "false"):
                 raise ApiError(422, "validation_error", f"{name} must be true or false", {"field": name})
-            include_deleted = raw == "true"
-        elif spec.kind is FilterKind.CHOICE:
-            if raw not in spec.choices:
-                raise ApiError(
-                    422,
-                    "validation_error",
-                    f"{name} must be one of {', '.join(spec.choices)}",
-                    {"field": name},
-                )
-            if name == "activity_type":
-                checks.append(_equals(name, raw))
-        elif name == "search":
-            checks.append(_search_check(res, raw.lower()))
-        elif name == "tags":
-            checks.append(_any_tag({t.strip() for t in raw.split(",") if t.strip()}))
-        else:
+            show_deleted = raw == "true"
+        elif spec.kind in (FilterKind.CHOICE, FilterKind.ORDER) and raw not in spec.choices:
+            raise ApiError(
+                422, "validation_error", f"{name} must be one of {', '.join(spec.choices)}", {"field": name}
+            )
+        elif spec.kind is FilterKind.SEARCH:
+            checks.append(_search_check(spec.fields, raw.lower()))
+        elif spec.kind is FilterKind.ANY_OF:
+            checks.append(_any_of(name, {t.strip() for t in raw.split(",") if t.strip()}))
+        elif spec.kind is not FilterKind.ORDER:
             checks.append(_equals(name, raw))
-    if res.name == "conversations" and not include_deleted:
+    if res.soft_delete_field and not show_deleted:
         checks.append(lambda r: not hidden_by_default(res, r))
     if not checks:
         return None
@@ -439,9 +457,9 @@ def _equals(field_name: str, value: str) -> Callable[[dict[str, Any]], bool]:
     return lambda record: record.get(field_name) == value
 
 
-def _any_tag(wanted: set[str]) -> Callable[[dict[str, Any]], bool]:
-    """``tags`` matches records carrying any of the listed tags (the docs leave any/all open)."""
-    return lambda record: bool(wanted & set(record.get("tags") or []))
+def _any_of(field_name: str, wanted: set[str]) -> Callable[[dict[str, Any]], bool]:
+    """Records whose list field holds any of the values (for ``tags`` the docs leave any/all open)."""
+    return lambda record: bool(wanted & set(record.get(field_name) or []))
 
 
 def _time_check(res: Resource, name: str, bound: float) -> Callable[[dict[str, Any]], bool]:
@@ -458,9 +476,8 @@ def _time_check(res: Resource, name: str, bound: float) -> Callable[[dict[str, A
     return check
 
 
-def _search_check(res: Resource, needle: str) -> Callable[[dict[str, Any]], bool]:
-    names = SEARCH_FIELDS.get(res.name, ("name",))
-    return lambda record: any(needle in str(record.get(n) or "").lower() for n in names)
+def _search_check(fields: tuple[str, ...], needle: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda record: any(needle in str(record.get(n) or "").lower() for n in fields)
 
 
 def _envelope(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:

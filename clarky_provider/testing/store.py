@@ -131,14 +131,18 @@ class ClarkyStore:
             self._collection("conversations").put(conversation)
             messages = self._collection("conversation_messages", conversation["id"])
             for index in range(size.messages_per_conversation):
-                messages.put(f.message(conversation["id"], index))
+                messages.put(f.message(conversation["id"], index), position=0)  # newest first
 
     def _add_activities(self, contact: dict[str, Any]) -> None:
+        """The contact's activities, newest first, and its ``last_contacted_at`` = the newest (as documented)."""
         rate = self.size.activities_per_contact
         count = int(rate) + (1 if self.factory.rng.random() < rate - int(rate) else 0)
         activities = self._collection("contact_activities", contact["id"])
-        for _ in range(count):
-            activities.put(self.factory.activity(contact))
+        made = [self.factory.activity(contact) for _ in range(count)]
+        for activity in sorted(made, key=lambda a: epoch_of(a["created_at"]) or 0.0, reverse=True):
+            activities.put(activity)
+        newest = activities.records[activities.order[0]]["created_at"] if activities.order else None
+        self._collection("contacts").put({**contact, "last_contacted_at": newest})
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -228,7 +232,44 @@ class ClarkyStore:
             self.version += 1
         return changed
 
+    def log_activities(self, contacts: int) -> list[str]:
+        """New activities on ``contacts`` random contacts, as a day of CRM use adds them.
+
+        Each goes first in its contact's list (newest first) and moves the contact's
+        ``last_contacted_at``; its ``updated_at`` stays as it was (the docs do not say an
+        activity changes it). Returns the contact ids.
+        """
+        stamp = format_api_timestamp(datetime.now(timezone.utc), millis=True)
+        with self.lock:
+            people = self._collection("contacts")
+            chosen = self.factory.rng.sample(people.order, min(contacts, len(people.order)))
+            for contact_id in chosen:
+                contact = people.records[contact_id]
+                activity = {**self.factory.activity(contact), "created_at": stamp}
+                self._collection("contact_activities", contact_id).put(activity, position=0)
+                people.put({**contact, "last_contacted_at": stamp})
+            self.version += 1
+        return chosen
+
+
+    def log_messages(self, conversations: int) -> list[str]:
+        """A new message (now) first in ``conversations`` random conversations; returns their ids.
+
+        Nothing on the conversation records changes: the docs give conversations no field that
+        says a message arrived, which is why messages cannot be read incrementally.
+        """
+        with self.lock:
+            threads = self._collection("conversations")
+            chosen = self.factory.rng.sample(threads.order, min(conversations, len(threads.order)))
+            for conversation_id in chosen:
+                messages = self._collection("conversation_messages", conversation_id)
+                message = self.factory.message(conversation_id, len(messages.order))
+                message["created_at"] = format_api_timestamp(datetime.now(timezone.utc), millis=True)
+                messages.put(message, position=0)
+            self.version += 1
+        return chosen
+
 
 def hidden_by_default(resource: Resource, record: dict[str, Any]) -> bool:
-    """Soft-deleted conversations are left out of lists unless ``include_deleted=true``."""
-    return resource.name == "conversations" and record.get("deleted") is True
+    """Soft-deleted records (conversations) are left out of lists unless asked for."""
+    return resource.soft_delete_field is not None and record.get(resource.soft_delete_field) is True

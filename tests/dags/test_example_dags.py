@@ -6,8 +6,11 @@ import importlib.util
 import socket
 import sqlite3
 import warnings
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
+import structlog.testing
 
 from clarky_provider.resources import RESOURCES
 from tests.conftest import DAGS, run_example_dag
@@ -35,7 +38,7 @@ def test_dag_file_parses_without_warnings_or_io(path, monkeypatch):
 
 
 def test_dagbag_has_no_import_errors():
-    from airflow.dag_processing.dagbag import DagBag
+    from clarky_provider.compat import DagBag
 
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
@@ -107,3 +110,68 @@ def test_incremental_dag_publishes_the_contacts_asset(airflow_db, emulator, ware
     events = _asset_events(_run("clarky_contacts_incremental"))
     assert list(events) == ["warehouse.contacts"]
     assert events["warehouse.contacts"]["rows_inserted"] == 300
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_full_sync_collects_the_mapped_summaries_without_an_xcom_error(airflow_db, emulator, warehouse):
+    """A deployment showed ``ERROR XCom not found ... offset=10`` in ``publish_tables`` (issue #16).
+
+    A ``for`` loop over a mapped task's lazy output reads items until a read fails, so it asks for
+    the item one past the end, and Airflow's execution-API client logs that 404 at ERROR. Airflow
+    logs through structlog (not stdlib logging, so not ``caplog``); under pytest it does not cache
+    its loggers, so ``capture_logs`` sees every record the run emits in this process.
+    """
+    with structlog.testing.capture_logs() as logs:
+        run = _run("clarky_full_sync")
+    assert any(record.get("log_level") == "info" for record in logs), "the log capture saw nothing"
+    xcom_errors = [
+        record
+        for record in logs
+        if record.get("log_level") in ("error", "critical") and "XCom not found" in str(record.get("event"))
+    ]
+    assert xcom_errors == []
+    # ... and publish_tables still read every load's summary: one asset event per table.
+    assert set(_asset_events(run)) == {f"warehouse.{name}" for name in RESOURCES}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_retries_back_off_from_one_rate_window(path):
+    """Issue #16: Airflow's default retry waits a flat 300 s; the examples suit a rate-limited API.
+
+    Every task retries after one Clarky rate window (a rolling 60 s), doubling per retry, capped
+    at 10 minutes, as parsed (what the DAG file says) and as the scheduler reads it back from the
+    serialized DAG, where Airflow computes the actual wait.
+    """
+    from airflow.models.taskinstance import TaskInstance
+
+    from clarky_provider.compat import DagBag, DagSerialization
+
+    dag = DagBag(dag_folder=str(DAGS)).dags[path.stem]  # parsed only: no metadata database
+    assert dag.tasks
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert task.retry_delay == timedelta(seconds=60), task.task_id
+        # True, not a multiplier: Airflow 3.0's serialized-DAG schema accepts only a bool here.
+        backoff = task.retry_exponential_backoff  # True (a plain task) or 2.0 (a mapped one, in 3.3)
+        assert backoff is True or backoff == 2.0, task.task_id
+        assert task.max_retry_delay == timedelta(minutes=10), task.task_id
+
+    end = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for task in DagSerialization.from_dict(DagSerialization.to_dict(dag)).tasks:
+        waits = []
+        for try_number in range(1, 7):
+            # The scheduler's own computation (TaskInstance.next_retry_datetime reads only these).
+            ti = SimpleNamespace(
+                task=task,
+                try_number=try_number,
+                end_date=end,
+                dag_id=dag.dag_id,
+                task_id=task.task_id,
+                logical_date=end,
+                retry_delay_override=None,
+            )
+            waits.append((TaskInstance.next_retry_datetime(ti) - end).total_seconds())
+        # 1-2 min, 2-4 min, 4-8 min (Airflow's deterministic jitter), then the 10-minute cap.
+        for try_number, wait in enumerate(waits[:3], start=1):
+            assert 60 * 2 ** (try_number - 1) <= wait < 60 * 2**try_number, (task.task_id, waits)
+        assert waits[-1] == 600, (task.task_id, waits)

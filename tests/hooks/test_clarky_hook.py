@@ -15,12 +15,14 @@ from clarky_provider.exceptions import (
     ClarkyBadRequestError,
     ClarkyConfigError,
     ClarkyError,
+    ClarkyIncompleteReadError,
     ClarkyNotFoundError,
     ClarkyPermissionError,
     ClarkyServerError,
 )
 from clarky_provider.hooks import rate_limit
 from clarky_provider.hooks.clarky import ClarkyHook
+from clarky_provider.hooks.listing import RECOVERY_REQUESTS_PER_PAGE
 from clarky_provider.normalize import format_timestamp, parse_timestamp, primary_email, primary_phone
 from tests.conftest import TEST_KEY, set_clarky_conn
 
@@ -271,7 +273,7 @@ def test_exhausted_budget_header_pauses_until_reset(hook, requests_mock, fake_cl
 def test_pages_until_total_pages(hook, requests_mock):
     requests_mock.get(
         f"{API}/contacts",
-        [page(contacts(*[f"c_{i}" for i in range(100)]), 1, 150), page(contacts("c_100", "c_101"), 2, 150)],
+        [page(contacts(*[f"c_{i}" for i in range(100)]), 1, 102), page(contacts("c_100", "c_101"), 2, 102)],
     )
     assert len(list(hook.paginate("contacts"))) == 102
     assert requests_mock.call_count == 2
@@ -290,10 +292,14 @@ def test_total_pages_is_reread_on_every_page(hook, requests_mock):
     assert len(list(hook.paginate("contacts"))) == 300
 
 
-def test_stops_on_empty_page_even_if_totals_say_more(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", [page(contacts("c_1"), 1, 500), page([], 2, 500)])
-    assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
-    assert requests_mock.call_count == 2
+def test_stops_on_empty_page_but_a_short_read_never_passes(hook, requests_mock):
+    # the totals promise 500 records, the pages end after one: paging stops at the empty page,
+    # recovery re-reads within its bound, and the read fails instead of passing for complete
+    requests_mock.get(f"{API}/companies", [page(contacts("co_1"), 1, 500), page([], 2, 500)])
+    with pytest.raises(ClarkyIncompleteReadError, match="read 1 of the 500 records") as info:
+        list(hook.paginate("companies"))
+    assert info.value.missing == 499
+    assert requests_mock.call_count <= 2 + RECOVERY_REQUESTS_PER_PAGE * 5 + 10
 
 
 def test_missing_pagination_object_reads_until_short_page(hook, requests_mock):
@@ -312,7 +318,7 @@ def test_duplicate_ids_across_pages_are_dropped(hook, requests_mock):
     first = contacts(*[f"c_{i}" for i in range(100)])
     requests_mock.get(
         f"{API}/contacts",
-        [page(first, 1, 200), page(contacts("c_99", "c_5", "9f1c6a9e-8c3b-4ea2-bf8c-5b08f7a4d6c2"), 2, 200)],
+        [page(first, 1, 101), page(contacts("c_99", "c_5", "9f1c6a9e-8c3b-4ea2-bf8c-5b08f7a4d6c2"), 2, 101)],
     )
     ids = [r["id"] for r in hook.paginate("contacts")]
     assert len(ids) == len(set(ids)) == 101
@@ -493,11 +499,17 @@ def test_progress_lines_are_compact_and_keyless(monkeypatch, requests_mock, fake
         progress.finish()
     lines = [r.getMessage() for r in caplog.records if r.name == "clarky_provider.hooks.progress"]
     assert len(lines) == 4
+    assert lines[0] == (
+        "contacts: page 1/3, 0 of 300 records (0%), 0 rec/s, 37 requests left in the rate window, 0 retries"
+    )
     assert re.fullmatch(
-        r"contacts: page 1/3 \(33%\), 0 records, 0 rec/s, 37 requests left in the rate window, 0 retries, ETA \d+s",
-        lines[0],
-    ), lines[0]
-    assert lines[-1].startswith("contacts: page 3/3 (100%), 300 records,") and lines[-1].endswith("- done")
+        r"contacts: page 2/3, 100 of 300 records \(33%\), \d+ rec/s, 37 requests left in the rate window, "
+        r"0 retries, ETA \d+s",
+        lines[1],
+    ), lines[1]
+    assert lines[-1].startswith("contacts: page 3/3, 300 of 300 records (100%),") and lines[-1].endswith(
+        "- done"
+    )
     assert all("\n" not in line and TEST_KEY not in line for line in lines)
 
 
@@ -510,20 +522,23 @@ def test_huge_and_precise_numbers_decode_exactly(hook, requests_mock):
 
 
 def test_list_that_changes_while_paged_is_read_again(hook, requests_mock, caplog):
-    # c_100 is inserted at the front while page 1 is read: c_99 shifts onto page 2's slot
-    # that was already served, so the first sweep never sees it.
-    first = contacts(*[f"c_{i}" for i in range(100)])
-    everything = contacts("c_new", *[f"c_{i}" for i in range(101)])
-    requests_mock.get(
-        f"{API}/contacts",
-        [
-            page([*first[:99], {"id": "c_dup"}], 1, 101),
-            page(everything[101:], 2, 102),  # total moved: 101 -> 102
-            page(everything[:100], 1, 102),  # second sweep
-            page(everything[100:], 2, 102),
-        ],
+    # co_new is inserted at the front once page 1 has been served: co_99 shifts onto page 2's
+    # first slot, so the first sweep never sees co_new and the count comes up one short.
+    listing = [f"co_{i}" for i in range(101)]
+
+    def respond(request, context):
+        number = int(request.qs["page"][0])
+        served = contacts(*listing[(number - 1) * 100 : number * 100])
+        if number == 1 and "co_new" not in listing:
+            listing.insert(0, "co_new")
+        return page(served, number, len(listing))["json"]
+
+    requests_mock.get(f"{API}/companies", json=respond)
+    ids = [r["id"] for r in hook.paginate("companies")]
+    assert sorted(ids) == sorted(listing) and len(ids) == 102
+    assert requests_mock.call_count == 3  # the re-sweep stops at the page that completes the count
+    assert (
+        "101 of 102 records seen after one sweep (1 missing, pages repeated records); re-reading with further sweeps"
+        in caplog.text
     )
-    ids = {r["id"] for r in hook.paginate("contacts")}
-    assert {r["id"] for r in everything} <= ids
-    assert requests_mock.call_count == 4
-    assert "changed while it was read (total 101 -> 102" in caplog.text
+    assert hook.stats.total_reported == 102 and hook.stats.recovery_requests == 1

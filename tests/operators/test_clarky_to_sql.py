@@ -210,7 +210,8 @@ def test_unknown_fields_are_kept_and_logged(emulator, warehouse, caplog):
         ),
         (
             {"resource": "companies", "incremental": "watermark"},
-            "needs a resource with an incremental filter",
+            "needs a resource that can be read incrementally; 'companies' cannot "
+            r"\(contact_activities, contacts can\)",
         ),
     ],
 )

@@ -1,0 +1,62 @@
+"""The bill before paying it: how many requests a read takes and how long at the key's budget.
+
+Logged once a read knows its size (the first page of the list gives ``total_pages``; the
+first page of the parents' list gives the number of child lists), so a user sees at the top
+of the task log whether a run takes seconds or hours, and why.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m12s``, ``7h05m``."""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def log_list_bill(resource: str, records: int, pages: int, requests_per_minute: float) -> None:
+    log.info(
+        "Clarky %s: %d records in %d pages: %d requests, at least %s at %g requests/minute",
+        resource,
+        records,
+        pages,
+        pages,
+        duration(60 * pages / requests_per_minute),
+        requests_per_minute,
+    )
+
+
+def log_fan_out_bill(
+    resource: str,
+    parent: str,
+    parents: int,
+    parent_pages: int,
+    requests_per_minute: float,
+    *,
+    since: str | None,
+) -> None:
+    """A child resource costs the parents' pages plus at least one request per parent it reads."""
+    if since is None:
+        requests = parent_pages + parents
+        which = f"one list for each of the {parents} {parent}"
+    else:
+        requests = parent_pages
+        which = f"one list for each of the {parent} changed since {since} (at most {parents})"
+    log.info(
+        "Clarky %s: %d pages of %s, then %s: at least %d requests, %s at %g requests/minute",
+        resource,
+        parent_pages,
+        parent,
+        which,
+        requests,
+        duration(60 * requests / requests_per_minute),
+        requests_per_minute,
+    )

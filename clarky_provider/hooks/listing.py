@@ -1,0 +1,504 @@
+"""Complete reads of Clarky lists: every record the API's ``total`` promises, or a loud failure.
+
+Clarky lists are page-numbered and promise no order. A sweep of pages 1..N is complete only
+while the server keeps one order for every page request; when it does not, a sweep skips some
+records and repeats others, and nothing in the pages says so except the count. So every list
+read is checked against the ``total`` the API reported, and a shortfall is recovered at the
+least cost the API allows:
+
+* A resource with partition filters (``created_after``/``created_before`` on contacts) is re-read
+  in time windows that each fit in one page: a single-page read cannot skip or repeat records,
+  whatever the order. Windows are cut at quantiles of the partition values seen so far; a window
+  whose ``total`` exceeds a page is cut again from the records it returned. A first sweep that
+  meets ids it already served (the symptom of a changing order) stops at once and switches to
+  windows, so an unstable list costs about as many requests as it has pages, not twice that.
+* Any other list is swept again, keeping only ids not yet seen, until the count reaches ``total``
+  (or a sweep finds nothing new).
+
+Recovery may spend at most ``RECOVERY_REQUESTS_PER_PAGE`` requests per page of the list; the
+bound is logged before recovery starts. Records still missing then raise
+:class:`~clarky_provider.exceptions.ClarkyIncompleteReadError`, so a partial read never passes
+for a complete one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from clarky_provider.exceptions import ClarkyIncompleteReadError
+from clarky_provider.normalize import format_timestamp, parse_timestamp
+from clarky_provider.resources import Resource
+
+if TYPE_CHECKING:
+    from clarky_provider.hooks.clarky import ClarkyHook, Page
+
+log = logging.getLogger(__name__)
+
+#: Recovery of one list may spend this many requests per page the list has (plus a few).
+RECOVERY_REQUESTS_PER_PAGE = 20
+#: Windows are cut to hold this share of a page on average, so few of them overflow.
+WINDOW_FILL = 0.8
+#: Partition values sampled per planned window before cutting (fewer: more windows overflow).
+SAMPLES_PER_WINDOW = 20
+#: Partition values kept (a uniform sample) to cut the first windows from.
+SAMPLE_SIZE = 10_000
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Inclusive partition bounds in epoch milliseconds; ``None`` is open-ended."""
+
+    low: int | None
+    high: int | None
+
+    def holds(self, value: int) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def split(self, values: list[int], parts: int) -> list[Window]:
+        """Cut at quantiles of ``values`` (sorted) into up to ``parts`` windows; [] if it cannot be cut."""
+        inside = [v for v in values if self.holds(v)]
+        if not inside:
+            cuts = [] if self.low is None or self.high is None else [(self.low + self.high + 1) // 2]
+        elif inside[0] == inside[-1]:
+            cuts = [inside[0], inside[0] + 1]  # one instant holds them all: isolate it
+        else:
+            cuts = sorted({inside[len(inside) * i // parts] for i in range(1, parts)})
+        cuts = [
+            c for c in cuts if (self.low is None or c > self.low) and (self.high is None or c <= self.high)
+        ]
+        if not cuts:
+            return []
+        starts = [self.low, *cuts]
+        ends = [c - 1 for c in cuts] + [self.high]
+        return [Window(start, end) for start, end in zip(starts, ends, strict=True)]
+
+
+class _Sample:
+    """A uniform sample of the partition values of a list (reservoir sampling)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: list[int] = []
+        self.offered = 0
+        self._rng = random.Random(0)
+
+    def offer(self, value: int) -> None:
+        self.offered += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+            return
+        slot = self._rng.randrange(self.offered)
+        if slot < self.size:
+            self.values[slot] = value
+
+
+def _millis(value: Any) -> int | None:
+    try:
+        moment = parse_timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    return None if moment is None else (moment - _EPOCH) // _MILLISECOND
+
+
+def _format_millis(value: int) -> str:
+    return format_timestamp(_EPOCH + value * _MILLISECOND)
+
+
+class ListReader:
+    """One complete read of one list (one parent's list, for child resources).
+
+    ``counted`` says whether the read belongs to the resource being loaded (its totals go to
+    the hook's stats) or is a parent list read only to fan out; ``count_records`` whether the
+    records it yields are counted here (a fan-out counts them itself, after dropping ids that
+    several parents share). ``stop_before`` ends a newest-first list at its first older
+    record; ``bill`` is called with the first page, which tells the read's size.
+    """
+
+    def __init__(
+        self,
+        hook: ClarkyHook,
+        resource: Resource,
+        parent_id: str | None,
+        params: dict[str, str],
+        *,
+        on_page: Callable[[Page], None] | None = None,
+        counted: bool = True,
+        count_records: bool = True,
+        stop_before: datetime | None = None,
+        bill: Callable[[Page], None] | None = None,
+    ) -> None:
+        self.hook, self.res, self.parent_id, self.params = hook, resource, parent_id, params
+        self.bill = bill
+        self.listed: set[int] = set()
+        self.anonymous = 0
+        self.on_page = on_page
+        self.counted = counted
+        self.count_records = counted and count_records
+        self.total: int | None = None
+        self.pages_read = 0
+        self.windowed = resource.partition_filters is not None and resource.partition_field is not None
+        self.sample = _Sample(SAMPLE_SIZE) if self.windowed else None
+        order_field = resource.newest_first_by
+        self.stop_before = (
+            _millis(stop_before) if stop_before is not None and order_field is not None else None
+        )
+        self.stopped_early = False
+
+    # -- the read ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        unstable = yield from self._first_sweep()
+        if self.stopped_early:
+            self.total = self.seen  # the list is newest first: what is older was not wanted
+        elif not self.res.paginated:
+            self.total = self.seen  # a bounded collection comes whole in one response
+        elif self.total is None:
+            self._finish(verified=False)
+            return
+        if not self.complete:
+            yield from self._recover(unstable)
+        self._finish(verified=True)
+
+    @property
+    def seen(self) -> int:
+        return len(self.listed) + self.anonymous
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and self.seen >= self.total
+
+    def _first_sweep(self) -> Generator[dict[str, Any], None, bool]:
+        """Pages 1..N; returns whether pages repeated ids (the symptom of a changing order).
+
+        A windowed resource stops the sweep early once it repeats ids and has sampled enough
+        partition values to cut windows that rarely overflow a page.
+        """
+        unstable = False
+        pages = self.hook._resource_pages(self.res, self.parent_id, self.params)
+        try:
+            for page in pages:
+                self._note(page, full_list=True)
+                before = self.seen
+                yield from self._take(page.records)
+                repeated = len(page.records) - (self.seen - before)
+                if repeated and page.number > 1 and not unstable:
+                    unstable = True
+                    log.warning(
+                        "Clarky %s: page %d repeated %d records already served by this sweep; the list's "
+                        "order is changing between requests (or records are moving)%s",
+                        self.res.name,
+                        page.number,
+                        repeated,
+                        "; switching to created-time windows that each fit in one page"
+                        if self.windowed
+                        else "",
+                    )
+                if unstable and self.sample is not None and self.sample.offered >= self._sample_wanted():
+                    return True
+                if self._older_than_wanted(page):
+                    self.stopped_early = True
+                    return unstable
+        finally:
+            pages.close()
+        return unstable
+
+    def _older_than_wanted(self, page: Page) -> bool:
+        """Whether a newest-first page reached records older than ``stop_before`` (read no further)."""
+        if self.stop_before is None or not page.records:
+            return False
+        oldest = _millis(page.records[-1].get(self.res.newest_first_by or ""))
+        return oldest is not None and oldest < self.stop_before
+
+    def _sample_wanted(self) -> int:
+        return SAMPLES_PER_WINDOW * self._window_count(self.total or 0)
+
+    def _window_count(self, records: int) -> int:
+        return max(1, math.ceil(records / (WINDOW_FILL * self.hook.settings.page_size)))
+
+    def _recover(self, unstable: bool) -> Iterator[dict[str, Any]]:
+        total = self.total or 0
+        missing = total - self.seen
+        page_size = self.hook.settings.page_size
+        bound = RECOVERY_REQUESTS_PER_PAGE * max(1, math.ceil(total / page_size)) + 10
+        strategy = "created-time windows that each fit in one page" if self.windowed else "further sweeps"
+        log.warning(
+            "Clarky %s%s: %d of %d records seen after one sweep (%d missing%s); re-reading with %s, "
+            "at most %d more requests",
+            self.res.name,
+            f" of {self.parent_id}" if self.parent_id else "",
+            self.seen,
+            total,
+            missing,
+            ", pages repeated records" if unstable else "",
+            strategy,
+            bound,
+        )
+        self._stat(lists_recovered=1)
+        start = self.pages_read
+        sweeps = 0
+
+        def within_bound() -> bool:
+            return self.pages_read - start < bound
+
+        if self.windowed:
+            yield from self._windows(within_bound)
+        while not self.complete and within_bound():
+            before = self.seen
+            served_once = yield from self._sweep(
+                self.params, (), lambda: self.complete, within_bound, full_list=True
+            )
+            sweeps += 1
+            if self.seen == before and served_once:
+                break
+        self._stat(recovery_requests=self.pages_read - start)
+        if not self.complete:
+            raise ClarkyIncompleteReadError(
+                self.res.name,
+                seen=self.seen,
+                total=self.total or 0,
+                parent_id=self.parent_id,
+                effort=f"{sweeps + 1} sweeps{' and time windows' if self.windowed else ''}, "
+                f"{self.pages_read - start} extra requests (bound {bound})",
+            )
+        log.info(
+            "Clarky %s%s: all %d records read after %d extra requests",
+            self.res.name,
+            f" of {self.parent_id}" if self.parent_id else "",
+            self.seen,
+            self.pages_read - start,
+        )
+
+    def _sweep(
+        self,
+        params: dict[str, str],
+        scopes: tuple[set[int], ...],
+        done: Callable[[], bool],
+        within_bound: Callable[[], bool],
+        *,
+        full_list: bool,
+    ) -> Generator[dict[str, Any], None, bool]:
+        """One more pass over every page, ending as soon as ``done()``.
+
+        Returns whether the pass served every id once: a pass that did, yet found nothing new,
+        shows a stable list that really is short of its ``total``, and more passes cannot help.
+        """
+        served: set[int] = set()
+        offered = 0
+        pages = self.hook._resource_pages(self.res, self.parent_id, params)
+        try:
+            for page in pages:
+                self._note(page, full_list=full_list)
+                offered += len(page.records)
+                yield from self._take(page.records, also=(served, *scopes))
+                if done() or not within_bound():
+                    break
+        finally:
+            pages.close()
+        return len(served) == offered
+
+    def _windows(self, within_bound: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """Read the list as windows that each fit in one page, cutting further where one overflows."""
+        assert self.sample is not None and self.res.partition_filters is not None
+        after, before = self.res.partition_filters
+        root = Window(_millis(self.params.get(after)), _millis(self.params.get(before)))
+        pending = deque(root.split(sorted(self.sample.values), self._window_count(self.total or 0)) or [root])
+        in_flight: deque[tuple[Window, Future[Page]]] = deque()
+        executor = ThreadPoolExecutor(
+            max_workers=self.hook.settings.max_concurrency, thread_name_prefix="clarky-window"
+        )
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < self.hook.settings.max_concurrency and within_bound():
+                    window = pending.popleft()
+                    in_flight.append((window, executor.submit(self._window_page, window)))
+                if not in_flight:
+                    return
+                window, future = in_flight.popleft()
+                page = future.result()
+                self.pages_read += 1
+                if self.on_page is not None:
+                    self.on_page(page)
+                held: set[int] = set()
+                yield from self._take(page.records, also=(held,))
+                if page.total is None or len(held) >= page.total:
+                    continue
+                values = sorted(v for v in map(self._partition_value, page.records) if v is not None)
+                values = sorted(values + [v for v in self.sample.values if window.holds(v)])
+                smaller = window.split(values, max(2, self._window_count(page.total)))
+                if smaller:
+                    pending.extend(smaller)
+                else:
+                    log.warning(
+                        "Clarky %s: a window of %d records cannot be cut further by created time; sweeping it",
+                        self.res.name,
+                        page.total,
+                    )
+                    yield from self._window_sweeps(window, page.total, held, within_bound)
+        finally:
+            for _, pending_future in in_flight:
+                pending_future.cancel()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _window_params(self, window: Window) -> dict[str, str]:
+        assert self.res.partition_filters is not None
+        after, before = self.res.partition_filters
+        params = dict(self.params)
+        if window.low is not None:
+            params[after] = _format_millis(window.low)
+        if window.high is not None:
+            params[before] = _format_millis(window.high)
+        return params
+
+    def _window_page(self, window: Window) -> Page:
+        path = self.res.list_path(self.parent_id)
+        page = self.hook._fetch_page(self.res, path, self._window_params(window), 1, self.parent_id)
+        return dataclasses.replace(page, window=True)
+
+    def _window_sweeps(
+        self, window: Window, total: int, held: set[int], within_bound: Callable[[], bool]
+    ) -> Iterator[dict[str, Any]]:
+        """Sweep one window that cannot be cut until it yields its ``total`` (or stops growing)."""
+        params = self._window_params(window)
+        while len(held) < total and within_bound():
+            before = len(held)
+            served_once = yield from self._sweep(
+                params, (held,), lambda: len(held) >= total, within_bound, full_list=False
+            )
+            if len(held) == before and served_once:
+                return
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _note(self, page: Page, *, full_list: bool) -> None:
+        self.pages_read += 1
+        if full_list and page.total is not None:
+            self.total = page.total
+            if self.bill is not None and self.pages_read == 1:
+                self.bill(page)
+        if self.on_page is not None:
+            self.on_page(page)
+
+    def _partition_value(self, record: dict[str, Any]) -> int | None:
+        return _millis(record.get(self.res.partition_field or ""))
+
+    def _take(
+        self, records: list[dict[str, Any]], also: tuple[set[int], ...] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the records not yet yielded; count every distinct id of this list (and in ``also``)."""
+        listed, sample = self.listed, self.sample
+        fresh = duplicates = 0
+        for record in records:
+            record_id = record.get("id")
+            if record_id is None:
+                self.anonymous += 1
+                fresh += 1
+                yield record
+                continue
+            marker = hash(str(record_id))
+            for scope in also:
+                scope.add(marker)
+            if marker in listed:
+                duplicates += 1
+                continue
+            listed.add(marker)
+            if sample is not None:
+                value = self._partition_value(record)
+                if value is not None:
+                    sample.offer(value)
+            fresh += 1
+            yield record
+        if self.count_records:
+            self.hook.stats.add(records=fresh, duplicates_dropped=duplicates)
+
+    def _stat(self, **counts: float) -> None:
+        if self.counted:
+            self.hook.stats.add(**counts)
+
+    def _finish(self, *, verified: bool) -> None:
+        if verified:
+            self._stat(lists_read=1, total_reported=self.total or 0)
+        else:
+            self._stat(lists_read=1, lists_unverified=1)
+            log.warning(
+                "Clarky %s%s: the API reported no total, so %d records could not be checked for completeness",
+                self.res.name,
+                f" of {self.parent_id}" if self.parent_id else "",
+                self.seen,
+            )
+
+
+def fan_out(
+    hook: ClarkyHook,
+    resource: Resource,
+    parents: Iterator[dict[str, Any]],
+    params: dict[str, str],
+    on_page: Callable[[Page], None] | None = None,
+    stop_before: datetime | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every parent's child list, read completely, several parents at once, yielded in parent order.
+
+    At most ``2 * max_concurrency`` parents' lists are read ahead and held, so memory stays
+    bounded; requests still go through the hook's limiter and its ``max_concurrency`` bound.
+    An id listed under several parents is yielded once.
+    """
+    concurrency = hook.settings.max_concurrency
+    report = _serialised(on_page) if on_page is not None else None
+
+    def read(parent_id: str) -> list[dict[str, Any]]:
+        reader = ListReader(
+            hook, resource, parent_id, params, on_page=report, count_records=False, stop_before=stop_before
+        )
+        return list(reader)
+
+    emitted: set[int] = set()
+    ahead: deque[Future[list[dict[str, Any]]]] = deque()
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clarky-fan-out")
+    try:
+        for parent in parents:
+            ahead.append(executor.submit(read, str(parent["id"])))
+            if len(ahead) >= 2 * concurrency:
+                yield from _once(hook, ahead.popleft().result(), emitted)
+        while ahead:
+            yield from _once(hook, ahead.popleft().result(), emitted)
+    finally:
+        for future in ahead:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _once(hook: ClarkyHook, records: list[dict[str, Any]], emitted: set[int]) -> Iterator[dict[str, Any]]:
+    fresh = 0
+    for record in records:
+        record_id = record.get("id")
+        if record_id is not None:
+            marker = hash(str(record_id))
+            if marker in emitted:
+                continue
+            emitted.add(marker)
+        fresh += 1
+        yield record
+    hook.stats.add(records=fresh, duplicates_dropped=len(records) - fresh)
+
+
+def _serialised(on_page: Callable[[Page], None]) -> Callable[[Page], None]:
+    """``on_page`` called from several threads, one at a time (progress trackers are not thread-safe)."""
+    lock = threading.Lock()
+
+    def report(page: Page) -> None:
+        with lock:
+            on_page(page)
+
+    return report
