@@ -9,9 +9,6 @@ package runs on every Airflow 3 minor (docs/airflow-versions.md). Where they liv
   from 3.2. They must be the classes the running Airflow's task runner catches: an
   ``AirflowFailException`` from the wrong module would be retried like any other error.
 * ``Asset``, ``BaseOperator``, ``ObjectStoragePath``: ``airflow.sdk`` on every 3.x.
-* ``mask_secret``: ``airflow.sdk.log`` on every 3.x, but 3.0's tells the supervisor before it
-  masks locally, and the in-process supervisor of ``dag.test()`` / ``airflow dags test`` logs
-  that message, secret included, at DEBUG. Ours masks locally first on 3.0, as 3.1+ does.
 * For DAG tests (ours and users'), loaded on first use: ``DagBag`` (``airflow.models.dagbag``
   on 3.0 and 3.1, ``airflow.dag_processing.dagbag`` from 3.2) and ``DagSerialization``
   (``SerializedDAG`` of ``airflow.serialization.serialized_objects`` on 3.0 and 3.1).
@@ -36,7 +33,6 @@ __all__ = [
     "DagBag",
     "DagSerialization",
     "ObjectStoragePath",
-    "mask_secret",
 ]
 
 _COMMON_COMPAT_SDK = "airflow.providers.common.compat.sdk"
@@ -78,18 +74,6 @@ def _resolve(name: str) -> Any:
         f"clarky_provider: {name} was found in none of {', '.join(places)}. "
         "This provider supports Airflow 3.0.6 and later (docs/airflow-versions.md)."
     ) from last_error
-
-
-def mask_secret(secret: str, name: str | None = None) -> None:
-    """Airflow's ``mask_secret``, with the secret masked in this process before anything is sent."""
-    from airflow import __version__ as airflow_version
-    from airflow.sdk.log import mask_secret as sdk_mask_secret
-
-    if airflow_version.startswith("3.0."):
-        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
-
-        _secrets_masker().add_mask(secret, name)
-    sdk_mask_secret(secret, name)
 
 
 if TYPE_CHECKING:

@@ -4,19 +4,21 @@ It pages through any catalog resource (child resources fan out over their parent
 what is transient (429 after ``Retry-After``; 5xx, resets, timeouts and broken bodies with
 jittered exponential backoff), paces itself under the key's budget, and never lets the key
 reach a log line or an exception.
+
+This module is the connection and the transport (one request: pacing, retries, typed errors);
+the rest lives beside it: ``settings`` (the connection's checked settings), ``pages`` (one
+list's pages in order), ``listing`` (complete reads against ``total`` and the fan-out over
+parents), ``rate_limit`` (the key's budget, shared across processes), ``progress`` and ``bill``
+(what the task log says).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -26,7 +28,7 @@ from requests.adapters import HTTPAdapter
 
 from clarky_provider import __version__
 from clarky_provider.compat import BaseHook
-from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
+from clarky_provider.connection_form import UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
     ClarkyAuthError,
@@ -38,15 +40,12 @@ from clarky_provider.exceptions import (
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
 from clarky_provider.hooks.listing import ListReader, fan_out
+from clarky_provider.hooks.pages import Page, RequestStats, as_int, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
+from clarky_provider.hooks.settings import ClarkySettings, read_settings
 from clarky_provider.jsoncodec import loads
 from clarky_provider.normalize import parse_timestamp, require_timestamp
 from clarky_provider.resources import (
-    API_PREFIX,
-    DEFAULT_HOST,
-    KEY_LENGTHS,
-    KEY_PREFIX,
-    MAX_PAGE_SIZE,
     RESOURCES,
     Resource,
     encode_filters,
@@ -63,145 +62,6 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_RATE_LIMIT_WAITS = 20
 #: Cap of one exponential backoff sleep, in seconds.
 MAX_BACKOFF = 30.0
-#: Pages fetched when the API omits ``pagination`` and never returns a short page.
-MAX_PAGES_WITHOUT_TOTALS = 1_000_000
-
-
-@dataclass
-class RequestStats:
-    """Counters of one hook's traffic, reported by operators (never contains records or keys)."""
-
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    pages: int = 0
-    records: int = 0
-    duplicates_dropped: int = 0
-    lists_read: int = 0
-    total_reported: int = 0
-    lists_unverified: int = 0
-    lists_recovered: int = 0
-    recovery_requests: int = 0
-    rate_limit_wait_seconds: float = 0.0
-    budget_remaining: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: float) -> None:
-        """Add to counters (thread-safe)."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def as_dict(self) -> dict[str, float]:
-        with self._lock:
-            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        data["rate_limit_wait_seconds"] = round(self.rate_limit_wait_seconds, 3)
-        return data
-
-    def load_summary(self, rows: int) -> dict[str, Any]:
-        """What a load's XCom summary says of the read: the API's totals, coverage and traffic."""
-        with self._lock:
-            reported = self.total_reported
-            return {
-                "total_reported": reported,
-                "coverage": round(min(1.0, rows / reported), 4) if reported else None,
-                "lists_recovered": self.lists_recovered,
-                "pages": self.pages,
-                "requests": self.requests,
-                "retries": self.retries,
-                "rate_limited": self.rate_limited,
-            }
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a list endpoint, with the totals the API reported alongside it."""
-
-    resource: str
-    number: int
-    records: list[dict[str, Any]]
-    total: int | None = None
-    total_pages: int | None = None
-    parent_id: str | None = None
-    #: A page of a time window read to recover records a sweep missed (not a page of the full list).
-    window: bool = False
-
-
-@dataclass(frozen=True)
-class ClarkySettings:
-    """Validated connection settings; ``repr`` never shows the key."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = float(EXTRA_DEFAULTS["timeout"])
-    page_size: int = int(EXTRA_DEFAULTS["page_size"])
-    max_retries: int = int(EXTRA_DEFAULTS["max_retries"])
-    requests_per_minute: float = float(EXTRA_DEFAULTS["requests_per_minute"])
-    max_concurrency: int = int(EXTRA_DEFAULTS["max_concurrency"])
-    retry_backoff: float = float(EXTRA_DEFAULTS["retry_backoff"])
-
-    @property
-    def key_fingerprint(self) -> str:
-        """A non-reversible id of the key, safe to log and to key shared limiters by."""
-        return hashlib.sha256(self.api_key.encode()).hexdigest()[:12]
-
-
-def validate_api_key(key: str | None, conn_id: str) -> str:
-    """Check the key's shape before any request; errors say what to fix, never the key."""
-    if not key:
-        raise ClarkyConfigError(
-            f"Connection {conn_id!r} has no API key. Put your Clarky key ({KEY_PREFIX}...) in the "
-            "connection's password field (labelled 'API key')."
-        )
-    key = key.strip()
-    if not key.startswith(KEY_PREFIX):
-        raise ClarkyConfigError(
-            f"The API key of connection {conn_id!r} does not start with {KEY_PREFIX!r}. Copy the "
-            "full key from Clarky's Settings > API Keys into the password field."
-        )
-    if len(key) not in KEY_LENGTHS:
-        raise ClarkyConfigError(
-            f"The API key of connection {conn_id!r} is {len(key)} characters long; Clarky keys are "
-            f"{KEY_LENGTHS[0]}-{KEY_LENGTHS[-1]}. It was probably truncated or has extra characters: "
-            "paste it again."
-        )
-    return key
-
-
-def _base_url(host: str | None) -> str:
-    url = (host or DEFAULT_HOST).strip().rstrip("/")
-    if "://" not in url:
-        url = "https://" + url
-    return url if url.endswith(API_PREFIX) else url + API_PREFIX
-
-
-def _int_extra(extras: Mapping[str, Any], name: str, conn_id: str, low: int, high: int | None) -> int:
-    value = extras.get(name, EXTRA_DEFAULTS[name])
-    try:
-        number = int(value)
-        if number != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ClarkyConfigError(
-            f"Extra {name!r} of connection {conn_id!r} must be an integer, got {value!r}."
-        ) from None
-    if number < low or (high is not None and number > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ClarkyConfigError(f"Extra {name!r} of connection {conn_id!r} must be {bounds}, got {number}.")
-    return number
-
-
-def _float_extra(extras: Mapping[str, Any], name: str, conn_id: str) -> float:
-    value = extras.get(name, EXTRA_DEFAULTS[name])
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if number <= 0:
-        raise ClarkyConfigError(
-            f"Extra {name!r} of connection {conn_id!r} must be a positive number, got {value!r}."
-        )
-    return number
 
 
 class ClarkyHook(BaseHook):
@@ -256,17 +116,7 @@ class ClarkyHook(BaseHook):
         if self._settings is None:
             conn = self.get_connection(self.clarky_conn_id)
             extras = {**conn.extra_dejson, **self._overrides}
-            cid = self.clarky_conn_id
-            self._settings = ClarkySettings(
-                base_url=_base_url(conn.host),
-                api_key=validate_api_key(conn.password, cid),
-                timeout=_float_extra(extras, "timeout", cid),
-                page_size=_int_extra(extras, "page_size", cid, 1, MAX_PAGE_SIZE),
-                max_retries=_int_extra(extras, "max_retries", cid, 0, None),
-                requests_per_minute=_float_extra(extras, "requests_per_minute", cid),
-                max_concurrency=_int_extra(extras, "max_concurrency", cid, 1, 32),
-                retry_backoff=_float_extra(extras, "retry_backoff", cid),
-            )
+            self._settings = read_settings(conn.host, conn.password, extras, self.clarky_conn_id)
             _mask(self._settings.api_key)
         return self._settings
 
@@ -443,7 +293,7 @@ class ClarkyHook(BaseHook):
             return
         self.stats.budget_remaining = remaining
         # the limit lets the limiter tell "low" from "plenty" (other hosts spend the same budget)
-        self.limiter.observe(remaining, reset, _as_int(headers.get("X-RateLimit-Limit")))
+        self.limiter.observe(remaining, reset, as_int(headers.get("X-RateLimit-Limit")))
 
     def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
         status = response.status_code
@@ -493,9 +343,9 @@ class ClarkyHook(BaseHook):
         params = encode_filters(res, filters)
         if res.parent_key is not None and parent_id is None:
             for parent in ListReader(self, get_resource(res.parent or ""), None, {}, counted=False):
-                yield from self._resource_pages(res, str(parent["id"]), params)
+                yield from resource_pages(self, res, str(parent["id"]), params)
         else:
-            yield from self._resource_pages(res, parent_id, params)
+            yield from resource_pages(self, res, parent_id, params)
 
     def paginate(
         self,
@@ -553,94 +403,6 @@ class ClarkyHook(BaseHook):
 
         return pd.DataFrame.from_records(list(self.paginate(resource, **filters)))
 
-    def _resource_pages(
-        self, res: Resource, parent_id: str | None, params: dict[str, str]
-    ) -> Generator[Page, None, None]:
-        path = res.list_path(parent_id)
-        if not res.paginated:
-            yield self._fetch_page(res, path, params, None, parent_id)
-            return
-        first = self._fetch_page(res, path, params, 1, parent_id)
-        yield first
-        if not first.records:
-            return
-        if first.total_pages is None:
-            yield from self._pages_without_totals(res, path, params, parent_id, len(first.records))
-            return
-        yield from self._concurrent_pages(res, path, params, parent_id, first.total_pages)
-
-    def _pages_without_totals(
-        self, res: Resource, path: str, params: dict[str, str], parent_id: str | None, first_size: int
-    ) -> Iterator[Page]:
-        """No ``pagination`` object: read on until a short or empty page (sequentially)."""
-        size = first_size
-        number = 1
-        while size >= self.settings.page_size and number < MAX_PAGES_WITHOUT_TOTALS:
-            number += 1
-            page = self._fetch_page(res, path, params, number, parent_id)
-            yield page
-            size = len(page.records)
-
-    def _concurrent_pages(
-        self, res: Resource, path: str, params: dict[str, str], parent_id: str | None, total_pages: int
-    ) -> Iterator[Page]:
-        """Pages 2..N with at most ``max_concurrency`` in flight, yielded in page order.
-
-        ``total_pages`` is re-read from every page, so growth during the run is followed and
-        shrinkage ends at the first empty page.
-        """
-        window: deque[tuple[int, Future[Page]]] = deque()
-        next_number = 2
-        executor = ThreadPoolExecutor(
-            max_workers=self.settings.max_concurrency, thread_name_prefix="clarky-page"
-        )
-        try:
-            while True:
-                while len(window) < self.settings.max_concurrency and next_number <= total_pages:
-                    future = executor.submit(self._fetch_page, res, path, params, next_number, parent_id)
-                    window.append((next_number, future))
-                    next_number += 1
-                if not window:
-                    return
-                _, future = window.popleft()
-                page = future.result()
-                yield page
-                if not page.records:
-                    return
-                if page.total_pages is not None:
-                    total_pages = page.total_pages
-        finally:
-            for _, pending in window:
-                pending.cancel()
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    def _fetch_page(
-        self, res: Resource, path: str, params: dict[str, str], number: int | None, parent_id: str | None
-    ) -> Page:
-        query = dict(params)
-        if number is not None:
-            query.update(page=str(number), page_size=str(self.settings.page_size))
-        payload = self.request("GET", path, query)
-        records = payload.get("data")
-        if not isinstance(records, list):
-            raise ClarkyServerError(
-                f"list response has no 'data' array (got {type(records).__name__})", path=path
-            )
-        if res.parent_key and parent_id is not None:
-            for record in records:
-                if record.get(res.parent_key) is None:
-                    record[res.parent_key] = parent_id
-        pagination = payload.get("pagination") or {}
-        self.stats.add(pages=1)
-        return Page(
-            resource=res.name,
-            number=number or 1,
-            records=records,
-            total=_as_int(pagination.get("total")),
-            total_pages=_as_int(pagination.get("total_pages")),
-            parent_id=parent_id,
-        )
-
 
 def _changed_since(res: Resource, value: datetime | str | None) -> datetime | None:
     if value is None:
@@ -665,13 +427,6 @@ def _changed(parent: dict[str, Any], fields: tuple[str, ...], since: datetime) -
     return False
 
 
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _retry_after(value: str | None) -> float:
     """``Retry-After`` in seconds (Clarky documents seconds; anything unreadable means 1 s)."""
     try:
@@ -682,6 +437,6 @@ def _retry_after(value: str | None) -> float:
 
 def _mask(secret: str) -> None:
     """Register the key with Airflow's secrets masker so any log line that holds it is redacted."""
-    from clarky_provider.compat import mask_secret
+    from airflow.sdk.log import mask_secret
 
     mask_secret(secret)

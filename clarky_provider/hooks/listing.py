@@ -36,11 +36,12 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from clarky_provider.exceptions import ClarkyIncompleteReadError
+from clarky_provider.hooks.pages import Page, fetch_page, resource_pages
 from clarky_provider.normalize import format_timestamp, parse_timestamp
 from clarky_provider.resources import Resource
 
 if TYPE_CHECKING:
-    from clarky_provider.hooks.clarky import ClarkyHook, Page
+    from clarky_provider.hooks.clarky import ClarkyHook
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class ListReader:
         partition values to cut windows that rarely overflow a page.
         """
         unstable = False
-        pages = self.hook._resource_pages(self.res, self.parent_id, self.params)
+        pages = resource_pages(self.hook, self.res, self.parent_id, self.params)
         try:
             for page in pages:
                 self._note(page, full_list=True)
@@ -297,7 +298,7 @@ class ListReader:
         """
         served: set[int] = set()
         offered = 0
-        pages = self.hook._resource_pages(self.res, self.parent_id, params)
+        pages = resource_pages(self.hook, self.res, self.parent_id, params)
         try:
             for page in pages:
                 self._note(page, full_list=full_list)
@@ -364,7 +365,7 @@ class ListReader:
 
     def _window_page(self, window: Window) -> Page:
         path = self.res.list_path(self.parent_id)
-        page = self.hook._fetch_page(self.res, path, self._window_params(window), 1, self.parent_id)
+        page = fetch_page(self.hook, self.res, path, self._window_params(window), 1, self.parent_id)
         return dataclasses.replace(page, window=True)
 
     def _window_sweeps(

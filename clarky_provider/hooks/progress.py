@@ -6,7 +6,7 @@ import logging
 import time
 
 from clarky_provider.hooks.bill import duration
-from clarky_provider.hooks.clarky import Page, RequestStats
+from clarky_provider.hooks.pages import Page, RequestStats
 
 log = logging.getLogger(__name__)
 

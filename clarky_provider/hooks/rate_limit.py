@@ -48,6 +48,8 @@ LOW_REMAINING = 0.10
 #: Folder of the state files; empty means pacing per process (the old behaviour). Default:
 #: ``<tempdir>/clarky-provider-<uid>/limits``.
 DIR_ENV = "CLARKY_LIMITER_DIR"
+#: Fresh slots one ``acquire`` takes after pauses that arrived while it slept, at most.
+MAX_REQUEUES = 100
 #: Stored times further ahead than this are a wall clock stepped back (or garbage), not a plan.
 MAX_AHEAD_SECONDS = 3600.0
 
@@ -67,11 +69,14 @@ class StateFileError(Exception):
 
 
 def default_state_dir() -> Path:
+    """Per user, so another account on the host can neither read nor steer our pacing."""
     return Path(tempfile.gettempdir()) / f"clarky-provider-{os.getuid()}" / "limits"
 
 
 def state_dir() -> Path | None:
     """Where the per-key state files live (``CLARKY_LIMITER_DIR``); ``None``: per process only."""
+    if fcntl is None:  # pragma: no cover - no flock (Windows)
+        return None
     override = os.environ.get(DIR_ENV)
     if override is not None:
         return Path(override) if override.strip() else None
@@ -125,19 +130,35 @@ class RateLimiter:
     # -- pacing -----------------------------------------------------------------------------
 
     def acquire(self) -> float:
-        """Block until this caller may start a request; returns the seconds waited."""
+        """Block until this caller may start a request; returns the seconds waited.
 
-        def take_slot(now: float) -> float:
+        A pause set while the caller slept (another thread's or process's 429, or Remaining 0)
+        holds it too: it takes a fresh slot after the pause instead of starting into it.
+        """
+
+        def take_slot(now: float) -> tuple[float, float]:
             start = max(now, self._next_start, self._paused_until)
             self._next_start = start + self.interval
-            return start - now
+            return start, start - now
 
-        with self._lock:
-            wait = self._update(take_slot)
-            self.waited_seconds += wait
-        if wait > 0:
+        waited = 0.0
+        for _ in range(MAX_REQUEUES):
+            with self._lock:
+                start, wait = self._update(take_slot)
+            if wait <= 0:
+                break
             time.sleep(wait)  # outside both locks: the next caller takes the next slot meanwhile
-        return wait
+            waited += wait
+
+            def still_clear(now: float, start: float = start) -> bool:
+                return self._paused_until <= start  # a pause known when taking the slot ends by then
+
+            with self._lock:
+                if self._update(still_clear, write=False):
+                    break
+        with self._lock:
+            self.waited_seconds += waited
+        return waited
 
     def pause(self, seconds: float) -> None:
         """Hold every caller on this host for ``seconds`` (a 429's Retry-After)."""
@@ -181,12 +202,12 @@ class RateLimiter:
 
     # -- the shared state -------------------------------------------------------------------
 
-    def _update(self, change: Callable[[float], T]) -> T:
+    def _update(self, change: Callable[[float], T], *, write: bool = True) -> T:
         """Apply ``change`` to the state under the host-wide file lock (caller holds ``_lock``)."""
         fd = self._lock_and_load()
         try:
             result = change(time.time())
-            if fd is not None:
+            if fd is not None and write:
                 try:
                     os.pwrite(fd, _STATE.pack(_MAGIC, self._next_start, self._paused_until), 0)
                 except OSError as exc:

@@ -30,7 +30,7 @@ from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.resources import RESOURCES, Resource, encode_filters, get_resource
 from clarky_provider.sql.dialects import SqlDialect, dialect_for, wait_until
-from clarky_provider.sql.schema import DELETED_AT, TableLayout, check_identifier
+from clarky_provider.sql.schema import TableLayout, check_identifier
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -363,12 +363,12 @@ class _Load:
             cur.execute(dialect.upsert(self.target, self.staging, layout))
             summary.update(rows_updated=existing, rows_inserted=fetched - existing)
         else:
-            cur.execute(f"SELECT COUNT(*) FROM {self.target}")
+            cur.execute(dialect.count_rows(self.target))
             summary["rows_deleted"] = cur.fetchone()[0]
-            cur.execute(f"DELETE FROM {self.target}")
+            cur.execute(dialect.delete_all(self.target))
             cur.execute(dialect.insert_all(self.target, self.staging, layout))
         summary["rows_deleted"] += self._detect_deletes()
-        cur.execute(f"DROP TABLE {self.staging}")
+        cur.execute(dialect.drop_table(self.staging))
         return summary
 
     def _direct_load_possible(self) -> bool:
@@ -392,7 +392,7 @@ class _Load:
         return True
 
     def _target_is_empty(self) -> bool:
-        self.cursor.execute(f"SELECT 1 FROM {self.target} LIMIT 1")
+        self.cursor.execute(self.dialect.any_row(self.target))
         return self.cursor.fetchone() is None
 
     def _summary(
@@ -485,7 +485,7 @@ class _Load:
     def _watermark(self) -> datetime | None:
         """The table's newest cursor value minus the safety overlap, or None for an empty table."""
         cursor_field = self.plan.resource.cursor_field or ""
-        self.cursor.execute(f"SELECT MAX({self.dialect.quote(cursor_field)}) FROM {self.target}")
+        self.cursor.execute(self.dialect.newest(self.target, cursor_field))
         newest = parse_timestamp(self.cursor.fetchone()[0])
         if newest is None:
             log.info("%s is empty: loading the full history of %s", self.target, self.plan.resource.name)
@@ -534,16 +534,12 @@ class _Load:
         if not self.plan.is_full_snapshot:
             log.info("delete_mode=%s skipped: only a complete snapshot shows what was deleted", mode)
             return 0
-        missing = self.dialect.missing_from(self.target, self.staging, self.plan.layout)
+        target, staging, layout = self.target, self.staging, self.plan.layout
         if mode == "remove":
-            self.cursor.execute(f"DELETE FROM {self.target} WHERE {missing}")
+            self.cursor.execute(self.dialect.remove_missing(target, staging, layout))
         else:
             stamp = self.dialect.timestamp_value(self.metadata[0])
-            self.cursor.execute(
-                f"UPDATE {self.target} SET {self.dialect.quote(DELETED_AT)} = {self.dialect.placeholder} "
-                f"WHERE {self.dialect.quote(DELETED_AT)} IS NULL AND {missing}",
-                (stamp,),
-            )
+            self.cursor.execute(self.dialect.flag_missing(target, staging, layout), (stamp,))
         return max(self.cursor.rowcount, 0)
 
 

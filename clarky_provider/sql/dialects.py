@@ -18,7 +18,7 @@ from typing import Any
 from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.jsoncodec import dumps_jsonb
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.schema import TableLayout
+from clarky_provider.sql.schema import DELETED_AT, TableLayout
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,34 @@ class SqlDialect:
         """Predicate on ``target`` rows whose key is not in ``staging`` (deleted upstream)."""
         inner = " AND ".join(f"s.{self.quote(k)} = {target}.{self.quote(k)}" for k in layout.primary_key)
         return f"NOT EXISTS (SELECT 1 FROM {staging} s WHERE {inner})"
+
+    def remove_missing(self, target: str, staging: str, layout: TableLayout) -> str:
+        """Delete the rows deleted upstream (``delete_mode="remove"``)."""
+        return f"DELETE FROM {target} WHERE {self.missing_from(target, staging, layout)}"
+
+    def flag_missing(self, target: str, staging: str, layout: TableLayout) -> str:
+        """Stamp ``_deleted_at`` (the one parameter) on rows deleted upstream, once (``delete_mode="flag"``)."""
+        flag = self.quote(DELETED_AT)
+        return (
+            f"UPDATE {target} SET {flag} = {self.placeholder} "
+            f"WHERE {flag} IS NULL AND {self.missing_from(target, staging, layout)}"
+        )
+
+    def count_rows(self, table: str) -> str:
+        return f"SELECT COUNT(*) FROM {table}"
+
+    def delete_all(self, table: str) -> str:
+        return f"DELETE FROM {table}"
+
+    def drop_table(self, table: str) -> str:
+        return f"DROP TABLE {table}"
+
+    def any_row(self, table: str) -> str:
+        """A query that returns one row if ``table`` has any."""
+        return f"SELECT 1 FROM {table} LIMIT 1"
+
+    def newest(self, table: str, column: str) -> str:
+        return f"SELECT MAX({self.quote(column)}) FROM {table}"
 
     def timestamp_value(self, value: datetime) -> Any:
         return value

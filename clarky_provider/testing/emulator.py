@@ -63,6 +63,9 @@ class EmulatorStats:
     peak_concurrency: int = 0
     current: int = 0
     requests: int = 0
+    #: (monotonic time, admitted) of every request at the budget check, when the emulator was
+    #: made with ``record_admissions=True``: what benchmarks plot per rate window.
+    admissions: list[tuple[float, bool]] = field(default_factory=list)
 
     def count(self, route: str, status: int | None = None) -> int:
         return sum(n for (r, s), n in self.by_route.items() if r == route and (status is None or s == status))
@@ -124,6 +127,8 @@ class ClarkyEmulator:
         request of a list whose order the docs leave open in a fresh random order (nothing in
         the docs forbids it), so page-number paging skips and repeats records. Lists with a
         documented order (activities, stages, messages) keep it.
+    :param record_admissions: log every request's time and whether the budget admitted it in
+        ``stats.admissions`` (for budget plots; grows with every request).
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class ClarkyEmulator:
         mutation: tuple[int, int, int] = (1, 1, 0),
         size: DatasetSize | None = None,
         order: str = "stable",
+        record_admissions: bool = False,
     ) -> None:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             raise ValueError("the emulator only listens on loopback addresses")
@@ -166,6 +172,7 @@ class ClarkyEmulator:
         self.mutate_every = mutate_every
         self.mutation = mutation
         self.order = order
+        self.record_admissions = record_admissions
         self._order_rng = random.Random(seed + 2)
         self.stats = EmulatorStats()
         self._budgets: dict[tuple[str, str], _Budget] = {}
@@ -274,11 +281,14 @@ class ClarkyEmulator:
             budget = self._budgets.get((key, "write" if write else "read"))
             if budget is None:
                 budget = self._budgets[(key, "write" if write else "read")] = _Budget(limit, window)
-            allowed, remaining, until_free = budget.take(time.monotonic())
+            now = time.monotonic()
+            allowed, remaining, until_free = budget.take(now)
+            if self.record_admissions:
+                self.stats.admissions.append((now, allowed))
         headers = {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": str(math.ceil(time.time() + until_free)),
+            "X-RateLimit-Reset": self._epoch_header(time.time() + until_free),
         }
         if not allowed:
             with self._lock:
@@ -290,6 +300,11 @@ class ClarkyEmulator:
     def _seconds_header(self, seconds: float) -> str:
         """Whole seconds as Clarky sends them; milliseconds when time is scaled down."""
         return str(math.ceil(seconds)) if self.time_scale >= 1 else f"{seconds:.3f}"
+
+    def _epoch_header(self, epoch: float) -> str:
+        """Whole epoch seconds as Clarky sends them; milliseconds when time is scaled down, where
+        a whole real second would be many API seconds of needless waiting."""
+        return str(math.ceil(epoch)) if self.time_scale >= 1 else f"{epoch:.3f}"
 
     def _delay(self) -> None:
         if self.latency or self.latency_jitter:

@@ -251,7 +251,6 @@ class ClarkyStore:
             self.version += 1
         return chosen
 
-
     def log_messages(self, conversations: int) -> list[str]:
         """A new message (now) first in ``conversations`` random conversations; returns their ids.
 

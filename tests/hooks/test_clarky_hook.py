@@ -442,6 +442,25 @@ def test_test_connection_explains_failures(hook, requests_mock, failure, expecte
     assert TEST_KEY not in message
 
 
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        ("ck_live_short", "The API key is 13 characters long"),
+        ("sk_live_" + "x" * 30, "The API key does not start with 'ck_live_'"),
+    ],
+)
+def test_malformed_key_message_names_no_temporary_connection_id(
+    monkeypatch, requests_mock, password, expected
+):
+    # the UI's and REST API's Test exports the form as a connection with a random id, as here
+    transient = "2E0I2IVl"
+    set_clarky_conn(monkeypatch, conn_id=transient, password=password)
+    ok, message = ClarkyHook(transient).test_connection()
+    assert not ok and message.startswith(expected)
+    assert transient not in message and password not in message
+    assert requests_mock.call_count == 0
+
+
 # -- secrets ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,192 @@
+"""Pages of Clarky lists: the unit every read is made of, fetched in page order.
+
+``resource_pages`` streams one list's pages: page 1, then pages 2..N with at most
+``max_concurrency`` in flight (``total_pages`` re-read from every page), or on until a short
+page when the API sends no ``pagination``. Whether those pages add up to the whole list is
+:mod:`.listing`'s job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from clarky_provider.exceptions import ClarkyServerError
+from clarky_provider.resources import Resource
+
+if TYPE_CHECKING:
+    from clarky_provider.hooks.clarky import ClarkyHook
+
+#: Pages fetched when the API omits ``pagination`` and never returns a short page.
+MAX_PAGES_WITHOUT_TOTALS = 1_000_000
+
+
+@dataclass
+class RequestStats:
+    """Counters of one hook's traffic, reported by operators (never contains records or keys)."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    pages: int = 0
+    records: int = 0
+    duplicates_dropped: int = 0
+    lists_read: int = 0
+    total_reported: int = 0
+    lists_unverified: int = 0
+    lists_recovered: int = 0
+    recovery_requests: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    budget_remaining: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        """Add to counters (thread-safe)."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, float]:
+        with self._lock:
+            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data["rate_limit_wait_seconds"] = round(self.rate_limit_wait_seconds, 3)
+        return data
+
+    def load_summary(self, rows: int) -> dict[str, Any]:
+        """What a load's XCom summary says of the read: the API's totals, coverage and traffic."""
+        with self._lock:
+            reported = self.total_reported
+            return {
+                "total_reported": reported,
+                "coverage": round(min(1.0, rows / reported), 4) if reported else None,
+                "lists_recovered": self.lists_recovered,
+                "pages": self.pages,
+                "requests": self.requests,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+            }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list endpoint, with the totals the API reported alongside it."""
+
+    resource: str
+    number: int
+    records: list[dict[str, Any]]
+    total: int | None = None
+    total_pages: int | None = None
+    parent_id: str | None = None
+    #: A page of a time window read to recover records a sweep missed (not a page of the full list).
+    window: bool = False
+
+
+def resource_pages(
+    hook: ClarkyHook, res: Resource, parent_id: str | None, params: dict[str, str]
+) -> Generator[Page, None, None]:
+    path = res.list_path(parent_id)
+    if not res.paginated:
+        yield fetch_page(hook, res, path, params, None, parent_id)
+        return
+    first = fetch_page(hook, res, path, params, 1, parent_id)
+    yield first
+    if not first.records:
+        return
+    if first.total_pages is None:
+        yield from _pages_without_totals(hook, res, path, params, parent_id, len(first.records))
+        return
+    yield from _concurrent_pages(hook, res, path, params, parent_id, first.total_pages)
+
+
+def _pages_without_totals(
+    hook: ClarkyHook, res: Resource, path: str, params: dict[str, str], parent_id: str | None, first_size: int
+) -> Iterator[Page]:
+    """No ``pagination`` object: read on until a short or empty page (sequentially)."""
+    size = first_size
+    number = 1
+    while size >= hook.settings.page_size and number < MAX_PAGES_WITHOUT_TOTALS:
+        number += 1
+        page = fetch_page(hook, res, path, params, number, parent_id)
+        yield page
+        size = len(page.records)
+
+
+def _concurrent_pages(
+    hook: ClarkyHook,
+    res: Resource,
+    path: str,
+    params: dict[str, str],
+    parent_id: str | None,
+    total_pages: int,
+) -> Iterator[Page]:
+    """Pages 2..N with at most ``max_concurrency`` in flight, yielded in page order.
+
+    ``total_pages`` is re-read from every page, so growth during the run is followed and
+    shrinkage ends at the first empty page.
+    """
+    window: deque[tuple[int, Future[Page]]] = deque()
+    next_number = 2
+    executor = ThreadPoolExecutor(max_workers=hook.settings.max_concurrency, thread_name_prefix="clarky-page")
+    try:
+        while True:
+            while len(window) < hook.settings.max_concurrency and next_number <= total_pages:
+                future = executor.submit(fetch_page, hook, res, path, params, next_number, parent_id)
+                window.append((next_number, future))
+                next_number += 1
+            if not window:
+                return
+            _, future = window.popleft()
+            page = future.result()
+            yield page
+            if not page.records:
+                return
+            if page.total_pages is not None:
+                total_pages = page.total_pages
+    finally:
+        for _, pending in window:
+            pending.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def fetch_page(
+    hook: ClarkyHook,
+    res: Resource,
+    path: str,
+    params: dict[str, str],
+    number: int | None,
+    parent_id: str | None,
+) -> Page:
+    query = dict(params)
+    if number is not None:
+        query.update(page=str(number), page_size=str(hook.settings.page_size))
+    payload = hook.request("GET", path, query)
+    records = payload.get("data")
+    if not isinstance(records, list):
+        raise ClarkyServerError(
+            f"list response has no 'data' array (got {type(records).__name__})", path=path
+        )
+    if res.parent_key and parent_id is not None:
+        for record in records:
+            if record.get(res.parent_key) is None:
+                record[res.parent_key] = parent_id
+    pagination = payload.get("pagination") or {}
+    hook.stats.add(pages=1)
+    return Page(
+        resource=res.name,
+        number=number or 1,
+        records=records,
+        total=as_int(pagination.get("total")),
+        total_pages=as_int(pagination.get("total_pages")),
+        parent_id=parent_id,
+    )
+
+
+def as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
