@@ -125,7 +125,9 @@ def _target() -> tuple[str, dict[str, object], str]:
     return "sqlite", {"conn_type": "sqlite", "host": str(path)}, f"sqlite:///{path}"
 
 
-def run_child(kind: str, base_url: str, key: str, **clarky_extra: float) -> dict[str, float]:
+def run_child(
+    kind: str, base_url: str, key: str, resource: str = "contacts", **clarky_extra: float
+) -> dict[str, float]:
     target, conn, url = _target()
     env = dict(os.environ)
     env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
@@ -139,6 +141,7 @@ def run_child(kind: str, base_url: str, key: str, **clarky_extra: float) -> dict
         }
     )
     command = [sys.executable, __file__, "_child", kind, "--url", url, "--base-url", base_url, "--key", key]
+    command += ["--resource", resource]
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
     if finished.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{finished.stderr[:1500]}")
@@ -183,7 +186,7 @@ def operator_load(args: argparse.Namespace, **kwargs: object) -> tuple[int, int,
     """Our operator, as a task would run it: (records, requests, 429s)."""
     from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 
-    operator = ClarkyToSqlOperator(task_id="bench", resource="contacts", sql_conn_id="warehouse", **kwargs)
+    operator = ClarkyToSqlOperator(task_id="bench", resource=args.resource, sql_conn_id="warehouse", **kwargs)
     summary = operator.execute({})
     return summary["rows_fetched"], summary["requests"], summary["rate_limited"]
 
@@ -358,11 +361,17 @@ def bench_budget(args: argparse.Namespace) -> None:
     for name, concurrency in (("operator, concurrent", args.concurrency), ("operator, sequential", 1)):
         with emulator_process(args.contacts, *flags) as (base_url, key):
             result = run_child(
-                "operator", base_url, key, requests_per_minute=120 / scale, max_concurrency=concurrency
+                "operator",
+                base_url,
+                key,
+                args.resource,
+                requests_per_minute=120 / scale,
+                max_concurrency=concurrency,
             )
         runs.append((name, result))
     print(
-        f"\nBudget use: {args.contacts} contacts, 120 reads/minute, {args.latency:g} s latency per request, "
+        f"\nBudget use: {args.resource} of {args.contacts} contacts, 120 reads/minute, "
+        f"{args.latency:g} s latency per request, "
         f"clock scaled x{1 / scale:g} (figures per scaled minute)"
     )
     print(
@@ -431,6 +440,9 @@ def main() -> None:
     budget.add_argument("--time-scale", type=float, default=0.25)
     budget.add_argument("--latency", type=float, default=1.0)
     budget.add_argument("--concurrency", type=int, default=4)
+    budget.add_argument(
+        "--resource", default="contacts", help="e.g. contact_activities: one list per contact"
+    )
     order = sub.add_parser("order")
     order.add_argument("--sizes", default="3000,20000")
     memory = sub.add_parser("memory")
@@ -440,6 +452,7 @@ def main() -> None:
     measured.add_argument("--url", required=True)
     measured.add_argument("--base-url", required=True)
     measured.add_argument("--key", required=True)
+    measured.add_argument("--resource", default="contacts")
     args = parser.parse_args()
     commands = {
         "emulator": bench_emulator,

@@ -77,7 +77,8 @@ def run_processes(
     """Start N children on the emulator, release them together, return their JSON results."""
     env = dict(os.environ)
     env["AIRFLOW_CONN_CLARKY_DEFAULT"] = emulator.connection_uri(page_size=page_size)
-    env.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="clarky-bench-home-"))
+    if "AIRFLOW_HOME" not in env:
+        env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
     env["CLARKY_LIMITER_DIR"] = limiter_dir  # "" turns the shared state off
     children = [
         subprocess.Popen(
