@@ -13,9 +13,9 @@ Why this shape:
 * Windows run as mapped tasks (``expand_kwargs``). ``max_active_tis_per_dagrun`` caps how many
   windows of a run share the key's 120 requests/minute at once; an Airflow pool caps Clarky
   tasks across DAGs and runs. On a Celery or Kubernetes executor the windows spread over many
-  workers while the warehouse does the merges. Each window is its own process and paces only its
-  own requests; the server's ``X-RateLimit-Remaining`` headers and 429 ``Retry-After`` slow every
-  process.
+  workers while the warehouse does the merges. Each window is its own process; the windows on
+  one host share the key's pacing, and the server's ``X-RateLimit-Remaining`` headers and 429
+  ``Retry-After`` slow the processes on every host.
 * **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's retries
   only after the hook's own retries (429s, 5xx, resets) have given up, so it has outlasted
   seconds. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window (a rolling

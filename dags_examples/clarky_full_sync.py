@@ -13,11 +13,12 @@ Why this shape:
   ``last_contacted_at`` is its latest activity); every other resource is a full snapshot,
   merged. Deletes, backdated and edited activities need a full re-read: the
   ``clarky_weekly_refresh`` DAG does it once a week.
-* **One key, one budget.** Every task here shares the key's 120 requests/minute, but every
-  Airflow 3 task instance runs in its own process, and each one paces only its own requests. What
-  slows all of them together is the server: each process waits when a response's
-  ``X-RateLimit-Remaining`` reaches 0, and waits out a 429's ``Retry-After``. So cap how many
-  Clarky tasks run at once with an Airflow pool (e.g.
+* **One key, one budget.** Every task here shares the key's 120 requests/minute, and every
+  Airflow 3 task instance runs in its own process. The task processes on one host share the
+  key's pacing through a small state file (no secret in it); across hosts, what slows all of
+  them together is the server: each process slows as a response's ``X-RateLimit-Remaining``
+  runs low, waits when it reaches 0, and waits out a 429's ``Retry-After``. So, on several
+  hosts, cap how many Clarky tasks run at once with an Airflow pool (e.g.
   ``airflow pools set clarky_api 2 "Clarky key budget"`` and ``pool="clarky_api"`` in
   ``partial``): a few tasks at full speed rather than ten that split the budget and queue on 429s.
   A pool of 1 never lets this DAG's tasks compete for the key.

@@ -88,15 +88,23 @@ class Window:
 
 
 class _Sample:
-    """A uniform sample of the partition values of a list (reservoir sampling)."""
+    """A uniform sample of the partition values of a list (reservoir sampling).
+
+    Values are kept as the API sent them and parsed only if windows are cut: every record of
+    every read passes through ``offer``, and most reads never need the sample.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.values: list[int] = []
+        self.values: list[Any] = []
         self.offered = 0
         self._rng = random.Random(0)
 
-    def offer(self, value: int) -> None:
+    def millis(self) -> list[int]:
+        """The sampled values in epoch milliseconds, sorted (unreadable ones left out)."""
+        return sorted(v for v in map(_millis, self.values) if v is not None)
+
+    def offer(self, value: Any) -> None:
         self.offered += 1
         if len(self.values) < self.size:
             self.values.append(value)
@@ -315,7 +323,8 @@ class ListReader:
         assert self.sample is not None and self.res.partition_filters is not None
         after, before = self.res.partition_filters
         root = Window(_millis(self.params.get(after)), _millis(self.params.get(before)))
-        pending = deque(root.split(sorted(self.sample.values), self._window_count(self.total or 0)) or [root])
+        known = self.sample.millis()
+        pending = deque(root.split(known, self._window_count(self.total or 0)) or [root])
         in_flight: deque[tuple[Window, Future[Page]]] = deque()
         executor = ThreadPoolExecutor(
             max_workers=self.hook.settings.max_concurrency, thread_name_prefix="clarky-window"
@@ -336,8 +345,8 @@ class ListReader:
                 yield from self._take(page.records, also=(held,))
                 if page.total is None or len(held) >= page.total:
                     continue
-                values = sorted(v for v in map(self._partition_value, page.records) if v is not None)
-                values = sorted(values + [v for v in self.sample.values if window.holds(v)])
+                values = [v for v in map(self._partition_value, page.records) if v is not None]
+                values = sorted(values + [v for v in known if window.holds(v)])
                 smaller = window.split(values, max(2, self._window_count(page.total)))
                 if smaller:
                     pending.extend(smaller)
@@ -399,7 +408,7 @@ class ListReader:
         self, records: list[dict[str, Any]], also: tuple[set[int], ...] = ()
     ) -> Iterator[dict[str, Any]]:
         """Yield the records not yet yielded; count every distinct id of this list (and in ``also``)."""
-        listed, sample = self.listed, self.sample
+        listed, sample, partition_field = self.listed, self.sample, self.res.partition_field or ""
         fresh = duplicates = 0
         for record in records:
             record_id = record.get("id")
@@ -416,9 +425,7 @@ class ListReader:
                 continue
             listed.add(marker)
             if sample is not None:
-                value = self._partition_value(record)
-                if value is not None:
-                    sample.offer(value)
+                sample.offer(record.get(partition_field))
             fresh += 1
             yield record
         if self.count_records:
