@@ -21,11 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from targets import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,23 +103,10 @@ def bench_emulator(args: argparse.Namespace) -> None:
 
 def _target() -> tuple[str, dict[str, object], str]:
     """(kind, Airflow connection dict, SQLAlchemy URL) of a fresh target database."""
-    uri = os.environ.get("CLARKY_TEST_POSTGRES_URI")
-    if uri:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-
-        name = f"bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(uri, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        info = conninfo_to_dict(uri)
-        conn = {
-            "conn_type": "postgres",
-            "host": info.get("host"),
-            "port": int(info.get("port", 5432)),
-            "login": info.get("user", "postgres"),
-            "schema": name,
-        }
-        url = f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host')}:{info.get('port')}/{name}"
+    database = fresh_postgres_database("bench")
+    if database is not None:
+        name, conn = database
+        url = f"postgresql+psycopg://{conn['login']}@{conn['host']}:{conn['port']}/{name}"
         return "postgres", conn, url
     path = Path(tempfile.mkdtemp(prefix="clarky-bench-")) / "bench.db"
     return "sqlite", {"conn_type": "sqlite", "host": str(path)}, f"sqlite:///{path}"

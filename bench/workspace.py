@@ -43,10 +43,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from targets import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 120
@@ -131,23 +132,11 @@ class Target:
 
     @classmethod
     def create(cls, label: str) -> Target:
-        uri = os.environ.get("CLARKY_TEST_POSTGRES_URI")
-        if not uri:
+        database = fresh_postgres_database(f"workspace_{label}")
+        if database is None:
             return cls("sqlite", folder=Path(tempfile.mkdtemp(prefix=f"clarky-workspace-{label}-")))
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-
-        name = f"workspace_{label}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(uri, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        info = conninfo_to_dict(uri)
-        conn = {
-            "conn_type": "postgres",
-            "host": info.get("host", "127.0.0.1"),
-            "port": int(str(info.get("port") or 5432)),
-            "login": info.get("user", "postgres"),
-            "schema": name,
-        }
+        name, conn = database
+        uri = os.environ["CLARKY_TEST_POSTGRES_URI"]
         return cls("postgres", postgres=conn, dsn=uri.rsplit("/", 1)[0] + "/" + name)
 
     def connection(self, resource: str) -> str:

@@ -288,7 +288,7 @@ class ClarkyEmulator:
         headers = {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Reset": self._epoch_header(time.time() + until_free),
+            "X-RateLimit-Reset": self._seconds_header(time.time() + until_free),
         }
         if not allowed:
             with self._lock:
@@ -298,13 +298,9 @@ class ClarkyEmulator:
         return headers
 
     def _seconds_header(self, seconds: float) -> str:
-        """Whole seconds as Clarky sends them; milliseconds when time is scaled down."""
+        """Whole seconds (a delay or an epoch) as Clarky sends them; milliseconds when time is
+        scaled down, where a whole real second would be many API seconds of needless waiting."""
         return str(math.ceil(seconds)) if self.time_scale >= 1 else f"{seconds:.3f}"
-
-    def _epoch_header(self, epoch: float) -> str:
-        """Whole epoch seconds as Clarky sends them; milliseconds when time is scaled down, where
-        a whole real second would be many API seconds of needless waiting."""
-        return str(math.ceil(epoch)) if self.time_scale >= 1 else f"{epoch:.3f}"
 
     def _delay(self) -> None:
         if self.latency or self.latency_jitter:
