@@ -66,12 +66,9 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 @pytest.fixture(params=["sqlite", "postgres"])
 def warehouse(request, tmp_path, monkeypatch):
     """The same test against the embedded SQLite warehouse and a real PostgreSQL."""
-    from tests import warehouse as wh
+    from tests.warehouse import open_warehouse
 
-    if request.param == "sqlite":
-        yield wh.sqlite_warehouse(tmp_path, monkeypatch)
-    else:
-        yield from wh.postgres_warehouse(monkeypatch)
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture

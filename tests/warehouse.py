@@ -19,55 +19,38 @@ POSTGRES_URI = os.environ.get("CLARKY_TEST_POSTGRES_URI")
 
 @dataclass
 class Warehouse:
+    """A test warehouse: the connection the operator gets, and plain reads and writes beside it."""
+
     kind: str
     conn_id: str
     conn_json: str
     dsn: str
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        if self.kind == "sqlite":
-            with sqlite3.connect(self.dsn) as conn:
-                return conn.execute(sql).fetchall()
-        import psycopg
-
-        with psycopg.connect(self.dsn) as conn:
-            return conn.execute(sql).fetchall()
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of a query, on a connection of its own."""
+        raise NotImplementedError
 
     def execute(self, sql: str) -> None:
         """Run one statement and commit it."""
-        if self.kind == "sqlite":
-            with sqlite3.connect(self.dsn) as conn:
-                conn.execute(sql)
-            return
-        import psycopg
+        raise NotImplementedError
 
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(sql)
+    def tables(self) -> set[str]:
+        raise NotImplementedError
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.select(sql)[1]
 
     def exists(self, table: str) -> bool:
-        if self.kind == "sqlite":
-            return bool(self.query(f"SELECT 1 FROM sqlite_master WHERE name = '{table}'"))
-        return bool(self.query(f"SELECT 1 FROM information_schema.tables WHERE table_name = '{table}'"))
+        return table in self.tables()
 
     def rows(self, table: str) -> dict[str, dict[str, Any]]:
         """Every row keyed by id, with JSON decoded and timestamps parsed to aware UTC."""
         resource = RESOURCES.get(table)
         types = {f.name: f.type for f in resource.fields} if resource else {}
+        names, raw_rows = self.select(f"SELECT * FROM {self.quote(table)}")
         out: dict[str, dict[str, Any]] = {}
-        if self.kind == "sqlite":
-            with sqlite3.connect(self.dsn) as conn:
-                cursor = conn.execute(f'SELECT * FROM "{table}"')
-                names = [d[0] for d in cursor.description]
-                raw_rows = cursor.fetchall()
-        else:
-            import psycopg
-
-            with psycopg.connect(self.dsn) as conn:
-                cursor = conn.execute(f'SELECT * FROM "{table}"')
-                names = [d.name for d in cursor.description]
-                raw_rows = cursor.fetchall()
         for raw in raw_rows:
-            row = dict(zip(names, raw, strict=False))
+            row = dict(zip([n.lower() for n in names], raw, strict=True))
             for name, value in row.items():
                 ftype = types.get(name)
                 if name == "_raw" or ftype in (FieldType.ARRAY, FieldType.OBJECT):
@@ -78,6 +61,41 @@ class Warehouse:
                     row[name] = bool(value)
             out[row["id"]] = row
         return out
+
+    def quote(self, name: str) -> str:
+        return f'"{name}"'
+
+
+class SqliteWarehouse(Warehouse):
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with sqlite3.connect(self.dsn) as conn:
+            cursor = conn.execute(sql)
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+
+    def execute(self, sql: str) -> None:
+        with sqlite3.connect(self.dsn) as conn:
+            conn.execute(sql)
+
+    def tables(self) -> set[str]:
+        return {name for (name,) in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+class PostgresWarehouse(Warehouse):
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            cursor = conn.execute(sql)
+            return [d.name for d in cursor.description or ()], cursor.fetchall()
+
+    def execute(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def tables(self) -> set[str]:
+        return {name for (name,) in self.query("SELECT table_name FROM information_schema.tables")}
 
 
 def expected_row(resource: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +132,7 @@ def sqlite_warehouse(tmp_path, monkeypatch) -> Warehouse:
     path = tmp_path / "warehouse.db"
     conn_json = json.dumps({"conn_type": "sqlite", "host": str(path)})
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
-    return Warehouse("sqlite", "warehouse", conn_json, str(path))
+    return SqliteWarehouse("sqlite", "warehouse", conn_json, str(path))
 
 
 def postgres_warehouse(monkeypatch):
@@ -142,7 +160,17 @@ def postgres_warehouse(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
     dsn = POSTGRES_URI.rsplit("/", 1)[0] + "/" + name
     try:
-        yield Warehouse("postgres", "warehouse", conn_json, dsn)
+        yield PostgresWarehouse("postgres", "warehouse", conn_json, dsn)
     finally:
         with psycopg.connect(POSTGRES_URI, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def open_warehouse(kind: str, tmp_path, monkeypatch):
+    """A fresh, empty warehouse of ``kind`` as the ``warehouse`` connection (a generator for fixtures)."""
+    if kind == "sqlite":
+        yield sqlite_warehouse(tmp_path, monkeypatch)
+    elif kind == "postgres":
+        yield from postgres_warehouse(monkeypatch)
+    else:
+        raise ValueError(f"no test warehouse {kind!r}")

@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 
 from clarky_provider import __version__
 from clarky_provider.compat import BaseHook
-from clarky_provider.connection_form import UI_FIELD_BEHAVIOUR
+from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
     ClarkyAuthError,
@@ -89,6 +89,12 @@ class ClarkyHook(BaseHook):
         **overrides: Any,
     ) -> None:
         super().__init__()
+        unknown = sorted(set(overrides) - set(EXTRA_DEFAULTS))
+        if unknown:
+            valid = ", ".join(["max_retry_seconds", *EXTRA_DEFAULTS])
+            raise ClarkyConfigError(
+                f"ClarkyHook has no parameter {', '.join(unknown)}; valid parameters: {valid}."
+            )
         self.clarky_conn_id = clarky_conn_id
         self.max_retry_seconds = max_retry_seconds
         self._overrides = overrides

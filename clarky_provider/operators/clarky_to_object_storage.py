@@ -22,6 +22,7 @@ from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.jsoncodec import dumps
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
+from clarky_provider.operators.hooks import clarky_hook
 from clarky_provider.resources import FieldType, encode_filters, get_resource
 from clarky_provider.sql.schema import TableLayout
 
@@ -45,6 +46,8 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         ``_raw``; needs ``pyarrow``: ``pip install "airflow-provider-clarky[parquet]"``).
     :param filters: API filters, checked against the catalog (templated).
     :param records_per_file: records per part file (bounds memory and file size).
+    :param clarky_hook_params: this task's overrides of the Clarky connection's extras, e.g.
+        ``{"max_concurrency": 2}``; an unknown name is an error.
     """
 
     template_fields: Sequence[str] = ("resource", "path", "filters", "clarky_conn_id")
@@ -59,6 +62,7 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         filters: dict[str, Any] | None = None,
         clarky_conn_id: str = ClarkyHook.default_conn_name,
         records_per_file: int = 50_000,
+        clarky_hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +74,7 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         self.filters = filters
         self.clarky_conn_id = clarky_conn_id
         self.records_per_file = records_per_file
+        self.clarky_hook_params = clarky_hook_params
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
@@ -80,7 +85,7 @@ class ClarkyToObjectStorageOperator(BaseOperator):
             _require_pyarrow()
         destination = ObjectStoragePath(self.path)
         staging = destination / f".clarky-tmp-{uuid.uuid4().hex}"
-        hook = ClarkyHook(self.clarky_conn_id)
+        hook = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
         progress = ProgressLog(resource.name, hook.stats)
         try:
             staging.mkdir(parents=True, exist_ok=True)

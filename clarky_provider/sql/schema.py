@@ -7,6 +7,7 @@ here once, so every dialect receives the same Python values.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 RAW, LOADED_AT, DAG_ID, RUN_ID, DELETED_AT = "_raw", "_loaded_at", "_dag_id", "_run_id", "_deleted_at"
+#: A 64-bit hash of the row's content, so a re-sync writes only the rows that changed.
+CONTENT_HASH = "_content_hash"
+#: Bumped when the same record would make a different row (normalisation changed): every row
+#: then hashes differently once and is rewritten.
+ROW_FORMAT = "1"
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -86,7 +92,20 @@ class Column:
     primary_key: bool = False
 
 
-class TableLayout:
+class Columns:
+    """Columns of a table, in order, and its primary key: what every statement is built from."""
+
+    def __init__(self, columns: tuple[Column, ...], primary_key: tuple[str, ...]) -> None:
+        self.columns = columns
+        self.names = tuple(c.name for c in columns)
+        self.primary_key = primary_key
+
+    def key_columns(self) -> Columns:
+        """Only the primary key: the table of keys gone upstream (delete detection)."""
+        return Columns(tuple(c for c in self.columns if c.primary_key), self.primary_key)
+
+
+class TableLayout(Columns):
     """Columns of a resource's table and the conversion of records into rows in that order."""
 
     def __init__(self, resource: Resource) -> None:
@@ -105,10 +124,10 @@ class TableLayout:
             Column(DAG_ID, FieldType.STRING),
             Column(RUN_ID, FieldType.STRING),
             Column(DELETED_AT, FieldType.TIMESTAMP),
+            Column(CONTENT_HASH, FieldType.INTEGER),
         ]
-        self.columns: tuple[Column, ...] = tuple(columns)
-        self.names = tuple(c.name for c in self.columns)
-        self.primary_key = resource.primary_key
+        super().__init__(tuple(columns), resource.primary_key)
+        self.key_indexes = tuple(self.names.index(k) for k in self.primary_key)
         self._derived = tuple(derive for _, derive in derived)
         self._known = frozenset(resource.field_index)
         self._reported_unknown: set[str] = set()
@@ -132,6 +151,7 @@ class TableLayout:
         jsons = tuple(i for i, f in enumerate(fields) if f.type in JSON_TYPES)
         typed = tuple((i, CONVERTERS[f.type]) for i, f in enumerate(fields) if f.type in CONVERTERS)
         derived, known, known_count = self._derived, self._known, len(self._known)
+        content_hash = self._content_hasher()
 
         def row(record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
             if len(record) > known_count or not known.issuperset(record):
@@ -148,12 +168,32 @@ class TableLayout:
                 values[i] = convert(values[i])
             for derive in derived:
                 values.append(derive(record))
-            values.append(encode_json(record))
+            raw = encode_json(record)
+            values.append(raw)
             values.extend(metadata)
             values.append(None)
+            values.append(content_hash(raw))
             return tuple(values)
 
         return row
+
+    def key(self, row: tuple[Any, ...]) -> Any:
+        """A row's primary key as the database returns it: the value, or a tuple of values."""
+        if len(self.key_indexes) == 1:
+            return row[self.key_indexes[0]]
+        return tuple(row[i] for i in self.key_indexes)
+
+    def _content_hasher(self) -> Callable[[str | bytes], int]:
+        """The signed 64-bit hash of a row's ``_raw`` (which holds the whole record), keyed by
+        the table's columns and ``ROW_FORMAT``, so a row made differently hashes differently."""
+        key = hashlib.blake2b(f"{ROW_FORMAT}:{','.join(self.names)}".encode(), digest_size=32).digest()
+
+        def content_hash(raw: str | bytes) -> int:
+            data = raw.encode() if raw.__class__ is str else raw
+            digest = hashlib.blake2b(data, digest_size=8, key=key).digest()  # type: ignore[arg-type]
+            return int.from_bytes(digest, "big", signed=True)
+
+        return content_hash
 
     def _report_unknown(self, record: dict[str, Any]) -> None:
         for name in record.keys() - self._known - self._reported_unknown:

@@ -26,7 +26,7 @@ from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import ClarkyEmulator
 from tests import warehouse as wh
 from tests.e2e.deployment import AirflowDeployment, TaskInstanceState, TryRecord, log_messages, max_overlap
-from tests.warehouse import Warehouse, assert_table_matches
+from tests.warehouse import SqliteWarehouse, Warehouse, assert_table_matches
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -92,7 +92,7 @@ def _postgres_warehouse(stack: contextlib.ExitStack) -> Warehouse:
 
 def _sqlite_warehouse(path: Path) -> Warehouse:
     conn_json = json.dumps({"conn_type": "sqlite", "host": str(path)})
-    return Warehouse("sqlite", "", conn_json, str(path))
+    return SqliteWarehouse("sqlite", "", conn_json, str(path))
 
 
 @pytest.fixture(scope="module")

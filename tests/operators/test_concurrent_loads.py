@@ -188,7 +188,7 @@ def test_sqlite_load_waits_out_a_long_held_write_lock(emulator, tmp_path, monkey
     release.start()
     started = time.monotonic()
     try:
-        with caplog.at_level(logging.INFO, logger="clarky_provider.sql.dialects"):
+        with caplog.at_level(logging.INFO, logger="clarky_provider.sql.locks"):
             summary = load(incremental="full")
     finally:
         release.join()

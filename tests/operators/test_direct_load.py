@@ -28,7 +28,7 @@ def load(**kwargs):
 
 
 def test_first_load_goes_direct_and_later_loads_merge(emulator, pg_warehouse, caplog):
-    with caplog.at_level(logging.INFO, logger="clarky_provider.operators.clarky_to_sql"):
+    with caplog.at_level(logging.INFO, logger="clarky_provider.sql.load"):
         first = load()
     assert DIRECT in caplog.text
     assert first["rows_inserted"] == first["rows_fetched"] == 300 and first["rows_updated"] == 0
@@ -36,10 +36,10 @@ def test_first_load_goes_direct_and_later_loads_merge(emulator, pg_warehouse, ca
 
     caplog.clear()
     emulator.mutate(inserts=4, updates=6, deletes=0)
-    with caplog.at_level(logging.INFO, logger="clarky_provider.operators.clarky_to_sql"):
+    with caplog.at_level(logging.INFO, logger="clarky_provider.sql.load"):
         second = load(incremental="full")
     assert DIRECT not in caplog.text  # the table has rows: staging + upsert
-    assert second["rows_inserted"] == 4 and second["rows_updated"] == 300
+    assert (second["rows_inserted"], second["rows_updated"], second["rows_unchanged"]) == (4, 6, 294)
     assert_table_matches(pg_warehouse, "contacts", "contacts", emulator.dataset["contacts"])
 
 
@@ -47,7 +47,7 @@ def test_emptied_table_with_a_view_is_loaded_in_place(emulator, pg_warehouse, ca
     load()
     pg_warehouse.execute("CREATE VIEW contact_ids AS SELECT id FROM contacts")
     pg_warehouse.execute("DELETE FROM contacts")
-    with caplog.at_level(logging.INFO, logger="clarky_provider.operators.clarky_to_sql"):
+    with caplog.at_level(logging.INFO, logger="clarky_provider.sql.load"):
         summary = load(write_mode="replace")
     assert DIRECT in caplog.text
     assert summary["rows_inserted"] == 300 and summary["rows_deleted"] == 0

@@ -1,0 +1,249 @@
+"""The ANSI warehouse dialect on top of common-sql's ``Dialect``: every statement a load runs.
+
+common-sql's ``Dialect`` is built from the connection's hook and knows its placeholder and
+identifier escaping; this adds what it lacks: column types, the bulk path into a table, the
+upsert, staging, delete detection and locks. ANSI SQL with ``MERGE`` is the fallback for an
+engine no subclass names (see ``clarky_provider.sql.dialects``); each engine overrides only
+what it does differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from airflow.providers.common.sql.dialects.dialect import Dialect
+
+from clarky_provider.jsoncodec import dumps as to_json
+from clarky_provider.resources import FieldType
+from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Columns
+
+Row = tuple[Any, ...]
+RowWriter = Callable[[Row], None]
+
+
+class WarehouseDialect(Dialect):
+    """ANSI SQL with ``MERGE``; placeholders and identifier escaping come from the hook."""
+
+    name = "ansi"
+    types: dict[FieldType, str] = {
+        FieldType.STRING: "VARCHAR",
+        FieldType.INTEGER: "BIGINT",
+        FieldType.NUMBER: "DOUBLE PRECISION",
+        FieldType.BOOLEAN: "BOOLEAN",
+        FieldType.TIMESTAMP: "TIMESTAMP WITH TIME ZONE",
+        FieldType.ARRAY: "VARCHAR",
+        FieldType.OBJECT: "VARCHAR",
+    }
+    #: Types of the staging table's columns, where they differ (Snowflake stages JSON as text).
+    staging_types: dict[FieldType, str] | None = None
+    temporary = "TEMPORARY"
+    #: Whether DDL joins the load's transaction. Where it does not (MySQL, Snowflake: DDL
+    #: commits), the load creates and stages first and changes the target in a transaction
+    #: of DML only (``begin_changes``), and never loads straight into the target.
+    transactional_ddl = True
+
+    # -- identifiers ----------------------------------------------------------------------
+
+    def quote(self, identifier: str) -> str:
+        """Always escaped (names are checked before, see ``check_identifier``), in the
+        connection's ``escape_word_format``: ``"name"``, or ```name``` on MySQL."""
+        end = self.escape_word_format[-1]
+        return self.escape_word_format.format(identifier.replace(end, end + end))
+
+    def qualified(self, schema: str | None, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)
+
+    def column_list(self, columns: Columns, prefix: str = "") -> str:
+        return ", ".join(prefix + self.quote(name) for name in columns.names)
+
+    # -- the transaction ------------------------------------------------------------------
+
+    def begin(self, connection: Any) -> None:
+        """Start the load's single transaction (DB-API drivers start one implicitly)."""
+
+    def begin_changes(self, cursor: Any) -> None:
+        """Start the transaction that changes the target, where DDL commits (see
+        ``transactional_ddl``); a no-op where the load's one transaction is already open."""
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def create_table(self, qualified: str, columns: Columns, *, temporary: bool = False) -> str:
+        types = (self.staging_types or self.types) if temporary else self.types
+        definitions = [f"{self.quote(c.name)} {types[c.type]}" for c in columns.columns]
+        if temporary:
+            return f"CREATE {self.temporary} TABLE {qualified} ({', '.join(definitions)})"
+        pk = ", ".join(self.quote(k) for k in columns.primary_key)
+        return f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(definitions)}, PRIMARY KEY ({pk}))"
+
+    def drop_staging(self, table: str) -> str | None:
+        """Drop a temporary table, or None where that would commit (it ends with the session)."""
+        return f"DROP TABLE {table}"
+
+    def create_schema(self, schema: str) -> str | None:
+        """``CREATE SCHEMA``, or None for a warehouse without schemas."""
+        return f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}"
+
+    def schema_exists(self, cursor: Any, schema: str) -> bool:
+        """Whether ``schema`` exists; False when the warehouse cannot tell (ANSI SQL), so that
+        ``CREATE SCHEMA IF NOT EXISTS`` runs, and decides."""
+        return False
+
+    def add_column(self, qualified: str, name: str, ftype: FieldType) -> str:
+        return f"ALTER TABLE {qualified} ADD COLUMN {self.quote(name)} {self.types[ftype]}"
+
+    def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
+        """Column names of the table, or None when it does not exist."""
+        mark = self.placeholder
+        schema_test = f"table_schema = {mark}" if schema else "table_schema = CURRENT_SCHEMA()"
+        params: list[Any] = [schema] if schema else []
+        cursor.execute(
+            f"SELECT column_name FROM information_schema.columns WHERE {schema_test} AND table_name = {mark}",
+            [*params, table],
+        )
+        names = {row[0] for row in cursor.fetchall()}
+        return names or None
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
+        """Take, unless another transaction holds it, this transaction's lock on the DDL of
+        ``table`` (of ``schema`` itself when ``table`` is None); True when taken.
+
+        Held until commit or rollback: DDL is transactional, so a table one load is creating
+        stays invisible to the others until then, and they must not create it too. ANSI SQL
+        has no such lock: True, and ``CREATE ... IF NOT EXISTS`` is all there is.
+        """
+        return True
+
+    def lock_for_direct_load(self, target: str) -> str | None:
+        """Statement that keeps other writers out of ``target`` until commit, or None if the
+        warehouse cannot; without one, merges and replaces always go through staging."""
+        return None
+
+    # -- rows in --------------------------------------------------------------------------
+
+    def json_encoder(self, cursor: Any) -> Callable[[Any], Any]:
+        """How JSON columns travel to this warehouse through ``row_writer`` (text by default)."""
+        return to_json
+
+    def adapt_rows(self, rows: list[Row], columns: Columns) -> Sequence[Sequence[Any]]:
+        """Rows as the driver takes them (the default: as they are)."""
+        return rows
+
+    def insert_values(self, table: str, columns: Columns) -> str:
+        marks = ", ".join([self.placeholder] * len(columns.names))
+        return f"INSERT INTO {table} ({self.column_list(columns)}) VALUES ({marks})"
+
+    @contextmanager
+    def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
+        """Yield ``write(row)`` that loads rows into ``table``: ``executemany`` every ``batch_size`` rows."""
+        statement = self.insert_values(table, columns)
+        batch: list[Row] = []
+
+        def write(row: Row) -> None:
+            batch.append(row)
+            if len(batch) >= batch_size:
+                cursor.executemany(statement, self.adapt_rows(batch, columns))
+                batch.clear()
+
+        yield write
+        if batch:
+            cursor.executemany(statement, self.adapt_rows(batch, columns))
+
+    # -- rows out of staging into the target -----------------------------------------------
+
+    def key_match(self, columns: Columns, left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{self.quote(k)} = {right}.{self.quote(k)}" for k in columns.primary_key)
+
+    def count_existing(self, target: str, staging: str, columns: Columns) -> str:
+        return (
+            f"SELECT COUNT(*) FROM {staging} s WHERE EXISTS "
+            f"(SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', 's')})"
+        )
+
+    def staged_value(self, columns: Columns, index: int) -> str:
+        """A staging column as the target takes it (Snowflake parses JSON text here)."""
+        return f"s.{self.quote(columns.names[index])}"
+
+    def staged_values(self, columns: Columns) -> str:
+        return ", ".join(self.staged_value(columns, i) for i in range(len(columns.names)))
+
+    def upsert(self, target: str, staging: str, columns: Columns) -> str:
+        updates = ", ".join(
+            f"{self.quote(n)} = {self.staged_value(columns, i)}"
+            for i, n in enumerate(columns.names)
+            if n not in columns.primary_key
+        )
+        return (
+            f"MERGE INTO {target} t USING {staging} s ON ({self.key_match(columns, 't', 's')}) "
+            f"WHEN MATCHED THEN UPDATE SET {updates} "
+            f"WHEN NOT MATCHED THEN INSERT ({self.column_list(columns)}) VALUES ({self.staged_values(columns)})"
+        )
+
+    def insert_on_conflict(self, target: str, staging: str, columns: Columns, *, where: str = "") -> str:
+        """The upsert as ``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL, SQLite, DuckDB);
+        ``where`` goes between the ``SELECT`` and ``ON CONFLICT`` where the parser needs it."""
+        keys = ", ".join(self.quote(k) for k in columns.primary_key)
+        updates = ", ".join(
+            f"{self.quote(n)} = excluded.{self.quote(n)}"
+            for n in columns.names
+            if n not in columns.primary_key
+        )
+        return (
+            f"{self.insert_all(target, staging, columns)}{where} ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
+
+    def insert_all(self, target: str, staging: str, columns: Columns) -> str:
+        return f"INSERT INTO {target} ({self.column_list(columns)}) SELECT {self.staged_values(columns)} FROM {staging} s"
+
+    # -- what a re-sync compares, and delete detection --------------------------------------
+
+    def key_hashes(self, target: str, columns: Columns) -> str:
+        """Every row's key and content hash; NULL for a row flagged deleted, so a record that
+        comes back is always written again (its ``_deleted_at`` cleared)."""
+        keys = ", ".join(self.quote(k) for k in columns.primary_key)
+        return (
+            f"SELECT {keys}, CASE WHEN {self.quote(DELETED_AT)} IS NULL THEN {self.quote(CONTENT_HASH)} END "
+            f"FROM {target}"
+        )
+
+    def gone(self, target: str, gone: str, columns: Columns) -> str:
+        """Predicate on ``target`` rows whose key is in ``gone`` (the keys deleted upstream)."""
+        inner = " AND ".join(f"g.{self.quote(k)} = {target}.{self.quote(k)}" for k in columns.primary_key)
+        return f"EXISTS (SELECT 1 FROM {gone} g WHERE {inner})"
+
+    def remove_gone(self, target: str, gone: str, columns: Columns) -> str:
+        """Delete the rows deleted upstream (``delete_mode="remove"``)."""
+        return f"DELETE FROM {target} WHERE {self.gone(target, gone, columns)}"
+
+    def flag_gone(self, target: str, gone: str, columns: Columns) -> str:
+        """Stamp ``_deleted_at`` (the one parameter) on rows deleted upstream, once (``delete_mode="flag"``)."""
+        flag = self.quote(DELETED_AT)
+        return (
+            f"UPDATE {target} SET {flag} = {self.placeholder} "
+            f"WHERE {flag} IS NULL AND {self.gone(target, gone, columns)}"
+        )
+
+    # -- small queries ----------------------------------------------------------------------
+
+    def count_rows(self, table: str) -> str:
+        return f"SELECT COUNT(*) FROM {table}"
+
+    def delete_all(self, table: str) -> str:
+        return f"DELETE FROM {table}"
+
+    def drop_table(self, table: str) -> str:
+        return f"DROP TABLE IF EXISTS {table}"
+
+    def any_row(self, table: str) -> str:
+        """A query that returns one row if ``table`` has any."""
+        return f"SELECT 1 FROM {table} LIMIT 1"
+
+    def newest(self, table: str, column: str) -> str:
+        return f"SELECT MAX({self.quote(column)}) FROM {table}"
+
+    def timestamp_value(self, value: datetime) -> Any:
+        return value

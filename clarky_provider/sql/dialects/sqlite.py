@@ -1,0 +1,87 @@
+"""SQLite: explicit transactions (DDL included), text JSON and ISO 8601 UTC text timestamps."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from clarky_provider.resources import FieldType
+from clarky_provider.sql.dialects.base import Row, WarehouseDialect
+from clarky_provider.sql.locks import wait_until
+from clarky_provider.sql.schema import Columns
+
+
+class SqliteDialect(WarehouseDialect):
+    """One database file; loads into it run one after another (``begin``)."""
+
+    name = "sqlite"
+    temporary = "TEMP"
+    types = {
+        FieldType.STRING: "TEXT",
+        FieldType.INTEGER: "INTEGER",
+        FieldType.NUMBER: "REAL",
+        FieldType.BOOLEAN: "INTEGER",
+        FieldType.TIMESTAMP: "TEXT",
+        FieldType.ARRAY: "TEXT",
+        FieldType.OBJECT: "TEXT",
+    }
+
+    #: Longest one ``BEGIN IMMEDIATE`` waits in SQLite's busy handler before we try again.
+    busy_milliseconds = 1000
+
+    def begin(self, connection: Any) -> None:
+        """``BEGIN IMMEDIATE``: take the database's single write lock first, before reading.
+
+        With a plain (deferred) ``BEGIN`` two loads both read, then the second to write fails
+        at once with "database is locked" (SQLite cannot wait for a lock while holding a read).
+        Taken first, the lock makes loads into one database file run one after the other: a
+        load waits for the other's whole transaction, then sees its tables and columns.
+        """
+        # Python's sqlite3 would otherwise run DDL outside the transaction.
+        connection.isolation_level = None
+        previous = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_milliseconds)}")
+        try:
+            wait_until(lambda: _begin_immediate(connection), "the write lock of the SQLite database")
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(previous)}")
+
+    def create_schema(self, schema: str) -> str | None:
+        return None
+
+    def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
+        prefix = f"{self.quote(schema)}." if schema else ""
+        cursor.execute(f"PRAGMA {prefix}table_info({self.quote(table)})")
+        names = {row[1] for row in cursor.fetchall()}
+        return names or None
+
+    def timestamp_value(self, value: datetime) -> Any:
+        return value.isoformat(timespec="milliseconds")
+
+    def adapt_rows(self, rows: list[Row], columns: Columns) -> Sequence[Sequence[Any]]:
+        stamps = [i for i, c in enumerate(columns.columns) if c.type is FieldType.TIMESTAMP]
+        adapted = []
+        for row in rows:
+            values = list(row)
+            for i in stamps:
+                if values[i] is not None:
+                    values[i] = values[i].isoformat(timespec="milliseconds")
+            adapted.append(values)
+        return adapted
+
+    def upsert(self, target: str, staging: str, columns: Columns) -> str:
+        # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
+        return self.insert_on_conflict(target, staging, columns, where=" WHERE true")
+
+
+def _begin_immediate(connection: Any) -> bool:
+    """One try at SQLite's write lock (waiting up to the busy timeout); False while it is held."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    return True

@@ -1,0 +1,387 @@
+"""The load engine: a plan, a record stream and a dialect in; one table changed, atomically.
+
+Records stream into a temporary staging table (PostgreSQL's binary ``COPY``, each engine's
+bulk path), and the target is only touched at the end, inside one transaction; an empty target
+takes the stream directly where the engine can lock it. A full snapshot merged into a table
+writes only what changed: every row carries a hash of its content, and a record whose hash
+equals its row's is not written at all. A failure anywhere leaves the target as it was, and a
+retry converges on the same table. Every statement comes from the dialect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from clarky_provider.normalize import parse_timestamp
+from clarky_provider.resources import Resource
+from clarky_provider.sql.dialects import WarehouseDialect
+from clarky_provider.sql.locks import wait_until
+from clarky_provider.sql.schema import Metadata, TableLayout
+
+log = logging.getLogger(__name__)
+
+#: Reads the resource: the hook's ``paginate`` arguments (filters, ``changed_since``) in, records out.
+RecordSource = Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """A load, complete and validated before the first request or write."""
+
+    resource: Resource
+    layout: TableLayout
+    schema: str | None
+    table: str
+    write_mode: str  # merge, append or replace
+    delete_mode: str | None  # None, flag or remove
+    user_filters: dict[str, Any]
+    window_filters: dict[str, Any]
+    updated_after: datetime | None
+    use_watermark: bool
+    watermark_overlap: timedelta
+    batch_size: int
+
+    @property
+    def is_full_snapshot(self) -> bool:
+        return not (self.user_filters or self.window_filters or self.updated_after or self.use_watermark)
+
+    def api_filters(self, watermark: datetime | None) -> dict[str, Any]:
+        filters = {**self.user_filters, **self.window_filters}
+        lower = self.updated_after or watermark
+        if lower is not None and self.resource.incremental_filter:
+            filters[self.resource.incremental_filter] = lower
+        return filters
+
+    def read_arguments(self, watermark: datetime | None) -> dict[str, Any]:
+        """The hook's ``paginate`` arguments: API filters, and for a child resource the lower
+        bound of its incremental read (``changed_since``)."""
+        arguments = self.api_filters(watermark)
+        lower = self.updated_after or watermark
+        if lower is not None and self.resource.parent_change_fields:
+            arguments["changed_since"] = lower
+        return arguments
+
+    def partial_load_consequence(self) -> str:
+        """What landing a partial read would have done to the table, for the error message."""
+        outcome = f"Nothing was written: {self.table} is exactly as it was."
+        if self.write_mode == "replace":
+            return (
+                f"{outcome} A partial replace would not have been safe: it drops the rows that were not read."
+            )
+        if self.write_mode == "merge" and self.delete_mode and self.is_full_snapshot:
+            return (
+                f"{outcome} A partial merge would not have been safe: delete_mode={self.delete_mode!r} would "
+                "have marked every record that was not read as deleted."
+            )
+        return (
+            f"{outcome} A {self.write_mode} of the records read would have been safe (rows not read stay "
+            "as they are), but a load never lands a partial read as if it were complete."
+        )
+
+
+def load(
+    plan: LoadPlan, dialect: WarehouseDialect, connection: Any, read: RecordSource, metadata: Metadata
+) -> dict[str, Any]:
+    """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
+    (and drop a table this load created where DDL commits) and re-raise."""
+    dialect.begin(connection)
+    table_load = _TableLoad(plan, dialect, connection.cursor(), read, metadata)
+    try:
+        summary = table_load.run()
+        connection.commit()
+    except BaseException:
+        _rollback(connection)
+        table_load.undo_created_table()
+        raise
+    return summary
+
+
+class _TableLoad:
+    """One load inside one open transaction."""
+
+    def __init__(
+        self, plan: LoadPlan, dialect: WarehouseDialect, cursor: Any, read: RecordSource, metadata: Metadata
+    ) -> None:
+        self.plan, self.dialect, self.cursor, self.read, self.metadata = plan, dialect, cursor, read, metadata
+        self.target = dialect.qualified(plan.schema, plan.table)
+        self.staging = dialect.quote(f"_clarky_stage_{plan.table}")
+        self.gone = dialect.quote(f"_clarky_gone_{plan.table}")
+        self.claimed = False  # whether this transaction holds the table's lock (see _ensure_table)
+        self.created = False  # whether this load created the target (undone on failure if DDL commits)
+        self.altered = False  # whether this load added columns: every row must be written again
+
+    def run(self) -> dict[str, Any]:
+        plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
+        self._ensure_table()
+        watermark = self._watermark() if plan.use_watermark else None
+        arguments = plan.read_arguments(watermark)
+        if self._direct_load_possible():
+            return self._summary(arguments, watermark, self._stream(self.target, arguments, None))
+        known = self._known_rows() if plan.write_mode == "merge" and plan.is_full_snapshot else None
+        cur.execute(dialect.create_table(self.staging, layout, temporary=True))
+        streamed = self._stream(self.staging, arguments, known)
+        summary = self._summary(arguments, watermark, streamed)
+        if known and plan.delete_mode:
+            self._stage_gone(known)
+        dialect.begin_changes(cur)
+        if plan.write_mode == "merge":
+            if known is None:
+                cur.execute(dialect.count_existing(self.target, self.staging, layout))
+                existing = cur.fetchone()[0]
+                summary.update(rows_updated=existing, rows_inserted=streamed.written - existing)
+            if streamed.written:
+                cur.execute(dialect.upsert(self.target, self.staging, layout))
+        else:
+            cur.execute(dialect.count_rows(self.target))
+            summary["rows_deleted"] = cur.fetchone()[0]
+            cur.execute(dialect.delete_all(self.target))
+            cur.execute(dialect.insert_all(self.target, self.staging, layout))
+        summary["rows_deleted"] += self._apply_deletes(known)
+        for table in (self.staging, self.gone if known and plan.delete_mode else None):
+            drop = dialect.drop_staging(table) if table else None
+            if drop:
+                cur.execute(drop)
+        return summary
+
+    def undo_created_table(self) -> None:
+        """After a failed load, drop the (still empty) table it created where DDL committed, so
+        the warehouse is as it was. Where DDL is transactional the rollback already did."""
+        if not self.created or self.dialect.transactional_ddl:
+            return
+        try:
+            if not self._target_is_empty():
+                return  # another load has landed rows in it since
+            self.cursor.execute(self.dialect.drop_table(self.target))
+            log.info("Dropped %s, which this failed load had created", self.target)
+        except Exception:
+            log.warning("Could not drop %s, which this failed load created (it is empty)", self.target)
+
+    # -- the table --------------------------------------------------------------------------
+
+    def _ensure_table(self) -> None:
+        """Create the schema and table, or add the catalog columns the table lacks, safely
+        while other loads of the same table run.
+
+        Two loads that both find the table (or a column) missing would both run the DDL, and
+        the second fails. So a load with DDL to run, or that wants the table to itself (a
+        ``replace``, or a merge into an empty table, which loads directly), first takes the
+        table's lock (``try_lock``; SQLite's ``begin`` already took the database's), and then
+        looks again and acts under it. Its transaction keeps the lock until commit, so the
+        table stays as it was if the load fails. Another such load waits, trying again about
+        every second, until the holder's transaction ends (possibly a whole load of minutes or
+        hours: waiting, never failing), then looks again: usually the table is there and
+        complete, and it goes on without the lock. Loads into an existing, complete, non-empty
+        table take no lock and run side by side.
+        """
+        plan, dialect, cur = self.plan, self.dialect, self.cursor
+        if plan.schema:
+            schema = plan.schema
+
+            def schema_missing() -> bool:
+                return not dialect.schema_exists(cur, schema)
+
+            create_schema = dialect.create_schema(schema)
+            if (
+                create_schema
+                and self._claim_if(schema_missing, schema, None, f"schema {schema}")
+                and schema_missing()
+            ):
+                cur.execute(create_schema)
+        self.claimed = self._claim_if(self._needs_table_to_itself, plan.schema, plan.table, self.target)
+        existing = dialect.existing_columns(cur, plan.schema, plan.table)
+        if existing is None:
+            log.info("Creating table %s for Clarky %s", self.target, plan.resource.name)
+            cur.execute(dialect.create_table(self.target, plan.layout))
+            self.created = True
+            return
+        for column in plan.layout.columns:
+            if column.name not in existing:
+                log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
+                cur.execute(dialect.add_column(self.target, column.name, column.type))
+                self.altered = True
+
+    def _claim_if(self, needed: Callable[[], bool], schema: str | None, table: str | None, what: str) -> bool:
+        """Take the lock on ``schema``/``table`` if ``needed()``, waiting while another load
+        holds it; True when this transaction holds it (and must re-check what it needs)."""
+        holds = False
+
+        def settled() -> bool:
+            nonlocal holds
+            if not needed():
+                return True
+            holds = self.dialect.try_lock(self.cursor, schema, table)
+            return holds
+
+        wait_until(settled, f"the lock on {what}")
+        return holds
+
+    def _needs_table_to_itself(self) -> bool:
+        """Whether the load runs DDL on the table, replaces it, or may load straight into it."""
+        existing = self.dialect.existing_columns(self.cursor, self.plan.schema, self.plan.table)
+        if existing is None or not existing.issuperset(self.plan.layout.names):
+            return True
+        if self.plan.write_mode == "replace":
+            return True  # two replaces at once: the second's DELETE would miss the first's rows
+        return (
+            self.plan.write_mode == "merge"
+            and self.dialect.lock_for_direct_load(self.target) is not None
+            and self._target_is_empty()
+        )
+
+    def _direct_load_possible(self) -> bool:
+        """Whether rows can go straight into the target instead of through staging.
+
+        Appends always can, where the transaction holds the whole load (DDL does not commit
+        it); so can a merge or replace into an empty target (a table's first load), where
+        staging and the upsert would only copy the same rows twice. The target is locked against
+        other writers (readers are not blocked) so it stays empty until commit. Only a load
+        that holds the table's lock (``_ensure_table``) does so: other loads of the table then
+        wait for it by polling, not in a ``LOCK`` that a ``statement_timeout`` ends.
+        """
+        if not self.dialect.transactional_ddl:
+            return False
+        if self.plan.write_mode == "append":
+            return True
+        lock = self.dialect.lock_for_direct_load(self.target)
+        if lock is None or not self.claimed or not self._target_is_empty():
+            return False
+        self.cursor.execute(lock)
+        if not self._target_is_empty():  # a writer committed rows before the lock was granted
+            return False
+        log.info("%s is empty: loading straight into it, without a staging table", self.target)
+        return True
+
+    def _target_is_empty(self) -> bool:
+        self.cursor.execute(self.dialect.any_row(self.target))
+        return self.cursor.fetchone() is None
+
+    def _watermark(self) -> datetime | None:
+        """The table's newest cursor value minus the safety overlap, or None for an empty table."""
+        plan = self.plan
+        self.cursor.execute(self.dialect.newest(self.target, plan.resource.cursor_field or ""))
+        newest = parse_timestamp(self.cursor.fetchone()[0])
+        if newest is None:
+            log.info("%s is empty: loading the full history of %s", self.target, plan.resource.name)
+            return None
+        lower = newest - plan.watermark_overlap
+        log.info(
+            "Incremental load of %s: %s from %s",
+            plan.resource.name,
+            plan.resource.incremental_filter or "parents changed",
+            lower.isoformat(),
+        )
+        return lower
+
+    def _known_rows(self) -> dict[Any, int | None]:
+        """Every row's key and content hash, before a full snapshot is merged in: a record whose
+        hash is unchanged is not written. About 100 bytes a row in memory."""
+        self.cursor.execute(self.dialect.key_hashes(self.target, self.plan.layout))
+        width = len(self.plan.layout.primary_key)
+        if width == 1:
+            return {key: digest for key, digest in self.cursor.fetchall()}
+        return {tuple(row[:width]): row[width] for row in self.cursor.fetchall()}
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def _stream(
+        self, table: str, arguments: dict[str, Any], known: dict[Any, int | None] | None
+    ) -> _Streamed:
+        """Stream every record into ``table``; with ``known`` (the target's rows), only those
+        that are new or changed (all, when this load added columns), and ``known`` keeps the
+        keys that were not read."""
+        plan = self.plan
+        layout = plan.layout
+        cursor_index = layout.names.index(plan.resource.cursor_field) if plan.resource.cursor_field else None
+        hash_index = len(layout.names) - 1
+        streamed = _Streamed()
+        make_row = layout.row_maker(self.dialect.json_encoder(self.cursor))
+        absent = object()
+        with self.dialect.row_writer(self.cursor, table, layout, plan.batch_size) as write:
+            for record in self.read(arguments):
+                row = make_row(record, self.metadata)
+                streamed.fetched += 1
+                if cursor_index is not None:
+                    value = row[cursor_index]
+                    if value is not None and (streamed.newest is None or value > streamed.newest):
+                        streamed.newest = value
+                if streamed.workspace_id is None:
+                    streamed.workspace_id = record.get("workspace_id")
+                if known is not None:
+                    previous = known.pop(layout.key(row), absent)
+                    if previous == row[hash_index] and not self.altered:
+                        streamed.unchanged += 1
+                        continue
+                    if previous is not absent:
+                        streamed.updated += 1
+                write(row)
+                streamed.written += 1
+        return streamed
+
+    def _stage_gone(self, gone: dict[Any, int | None]) -> None:
+        """The keys of the rows a full snapshot did not return, in a temporary table."""
+        keys = self.plan.layout.key_columns()
+        self.cursor.execute(self.dialect.create_table(self.gone, keys, temporary=True))
+        with self.dialect.row_writer(self.cursor, self.gone, keys, self.plan.batch_size) as write:
+            for key in gone:
+                write(key if isinstance(key, tuple) else (key,))
+
+    def _apply_deletes(self, gone: dict[Any, int | None] | None) -> int:
+        mode = self.plan.delete_mode
+        if mode is None or self.plan.write_mode != "merge":
+            return 0
+        if gone is None:
+            log.info("delete_mode=%s skipped: only a complete snapshot shows what was deleted", mode)
+            return 0
+        if not gone:
+            return 0
+        keys = self.plan.layout.key_columns()
+        if mode == "remove":
+            self.cursor.execute(self.dialect.remove_gone(self.target, self.gone, keys))
+        else:
+            stamp = self.dialect.timestamp_value(self.metadata[0])  # type: ignore[arg-type]
+            self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (stamp,))
+        return max(self.cursor.rowcount, 0)
+
+    def _summary(
+        self, arguments: dict[str, Any], watermark: datetime | None, streamed: _Streamed
+    ) -> dict[str, Any]:
+        """The run's XCom summary (a replace's ``rows_deleted`` and deletes are added after)."""
+        previous = watermark + self.plan.watermark_overlap if watermark else None
+        best = max((t for t in (streamed.newest, previous) if t is not None), default=None)
+        return {
+            "resource": self.plan.resource.name,
+            "table": self.plan.table,
+            "write_mode": self.plan.write_mode,
+            "filters": {k: v.isoformat() if isinstance(v, datetime) else v for k, v in arguments.items()},
+            "rows_fetched": streamed.fetched,
+            "rows_inserted": streamed.written - streamed.updated,
+            "rows_updated": streamed.updated,
+            "rows_unchanged": streamed.unchanged,
+            "rows_deleted": 0,
+            "watermark": best.isoformat() if best else None,
+            "workspace_id": streamed.workspace_id,
+        }
+
+
+@dataclass
+class _Streamed:
+    """What a stream of records did: read, written, and of those in the target, how many changed."""
+
+    fetched: int = 0
+    written: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    newest: datetime | None = None
+    workspace_id: str | None = None
+
+
+def _rollback(connection: Any) -> None:
+    """Roll back, tolerating a connection that is already gone (the server rolls back then)."""
+    try:
+        connection.rollback()
+    except Exception:
+        log.warning("Rollback failed; the database discards the open transaction with the connection")
