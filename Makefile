@@ -16,7 +16,7 @@ demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
 test: $(VENV)/.installed
-	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+	scripts/with-warehouses.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -29,7 +29,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 # e.g. make bench BENCH_ARGS="pipeline --contacts 20000" (installs the optional dlt baseline)
 bench: $(VENV)/.bench-installed
-	scripts/with-postgres.sh $(PY) bench/run.py $(BENCH_ARGS)
+	scripts/with-warehouses.sh $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .airflow demo_output

@@ -4,10 +4,12 @@
     python bench/run.py pipeline --contacts 50000     # our operator vs a naive loop and dlt, same run
     python bench/run.py memory --sizes 10000,1000000  # peak RSS of the operator by dataset size
     python bench/run.py order --sizes 3000,20000      # requests of complete reads, stable vs changing order
+    python bench/run.py warehouses --contacts 20000   # operator vs naive loop into every warehouse engine
 
 The emulator runs in its own process (pinned to one core for the throughput figure); every
-measured load runs in a fresh child process so its peak RSS is its own. Targets: PostgreSQL
-when CLARKY_TEST_POSTGRES_URI is set (``scripts/postgres.sh start`` prints one), else SQLite.
+measured load runs in a fresh child process, on a fresh database, so its peak RSS is its own.
+Targets: PostgreSQL when CLARKY_TEST_POSTGRES_URI is set (``scripts/postgres.sh start`` prints
+one), else SQLite; ``warehouses`` loads into each engine of bench/targets.py in turn.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import requests
-from targets import fresh_postgres_database
+from targets import ENGINES, FAKESNOW_DIR, fresh_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,68 +103,105 @@ def bench_emulator(args: argparse.Namespace) -> None:
 # -- measured loads, each in a child process -----------------------------------------------------
 
 
-def _target() -> tuple[str, dict[str, object], str]:
-    """(kind, Airflow connection dict, SQLAlchemy URL) of a fresh target database."""
-    database = fresh_postgres_database("bench")
-    if database is not None:
-        name, conn = database
-        url = f"postgresql+psycopg://{conn['login']}@{conn['host']}:{conn['port']}/{name}"
-        return "postgres", conn, url
-    path = Path(tempfile.mkdtemp(prefix="clarky-bench-")) / "bench.db"
-    return "sqlite", {"conn_type": "sqlite", "host": str(path)}, f"sqlite:///{path}"
+def default_engine() -> str:
+    """PostgreSQL when the test server is there, else SQLite."""
+    return "postgres" if os.environ.get("CLARKY_TEST_POSTGRES_URI") else "sqlite"
+
+
+class ChildFailed(SystemExit):
+    """A measured child process failed (uncaught: the benchmark exits with its stderr)."""
 
 
 def run_child(
-    kind: str, base_url: str, key: str, resource: str = "contacts", **clarky_extra: float
+    kind: str,
+    base_url: str,
+    key: str,
+    resource: str = "contacts",
+    *,
+    engine: str | None = None,
+    **clarky_extra: float,
 ) -> dict[str, float]:
-    target, conn, url = _target()
-    env = dict(os.environ)
-    env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
-    env["AIRFLOW_CONN_WAREHOUSE"] = json.dumps(conn)
-    env["AIRFLOW_CONN_CLARKY_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "clarky",
-            "host": base_url,
-            "password": key,
-            "extra": {"requests_per_minute": 1_000_000, **clarky_extra},
-        }
-    )
-    command = [sys.executable, __file__, "_child", kind, "--url", url, "--base-url", base_url, "--key", key]
-    command += ["--resource", resource]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    """One measured load of ``kind`` into a fresh database of ``engine`` (default: ``default_engine()``),
+    in a child process; the database and the child's Airflow home are removed afterwards."""
+    engine = engine or default_engine()
+    with fresh_target(engine) as target, tempfile.TemporaryDirectory(prefix="clarky-bench-home-") as home:
+        env = {**os.environ, **target.env, "AIRFLOW_HOME": home}
+        env["AIRFLOW_CONN_WAREHOUSE"] = json.dumps(target.conn)
+        env["AIRFLOW_CONN_CLARKY_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "clarky",
+                "host": base_url,
+                "password": key,
+                "extra": {"requests_per_minute": 1_000_000, **clarky_extra},
+            }
+        )
+        command = [sys.executable, __file__, "_child", kind, "--engine", engine, "--url", target.url]
+        command += ["--base-url", base_url, "--key", key, "--resource", resource]
+        finished = subprocess.run(command, env=env, capture_output=True, text=True)
     if finished.returncode != 0:
-        raise SystemExit(f"{kind} run failed:\n{finished.stderr[:1500]}")
+        raise ChildFailed(f"{kind} run on {engine} failed:\n{finished.stderr[-3000:]}")
     result = json.loads(finished.stdout.strip().splitlines()[-1])
-    result["target"] = target
+    result["target"] = engine
     return result
+
+
+#: What a measured process imports before its clock starts, per engine: the Airflow hook, the
+#: driver and the SQLAlchemy dialect of the naive baseline.
+PRELOAD = {
+    "sqlite": ["airflow.providers.sqlite.hooks.sqlite"],
+    "postgres": ["airflow.providers.postgres.hooks.postgres", "sqlalchemy.dialects.postgresql.psycopg"],
+    "mysql": ["airflow.providers.mysql.hooks.mysql", "sqlalchemy.dialects.mysql.mysqldb"],
+    "duckdb": ["airflow.providers.duckdb.hooks.duckdb", "duckdb_engine"],
+    "snowflake": [
+        "airflow.providers.snowflake.hooks.snowflake",
+        "snowflake.sqlalchemy",
+        "snowflake.connector.pandas_tools",
+    ],
+}
 
 
 def child(args: argparse.Namespace) -> None:
     """Runs inside the measured process; prints one JSON line of figures (imports not timed)."""
     import importlib
 
-    # Every run pays its imports (drivers and warehouse hooks included) before the clock starts.
-    preload = ["pandas", "sqlalchemy"]
-    if args.url.startswith("postgresql"):
-        preload += ["airflow.providers.postgres.hooks.postgres", "sqlalchemy.dialects.postgresql.psycopg"]
-    else:
-        preload += ["airflow.providers.sqlite.hooks.sqlite"]
-    if args.kind == "dlt":
-        preload += ["dlt", "dlt.destinations.impl.postgres.postgres", "dlt.sources.rest_api"]
-        # dlt would probe Airflow Variables for its secrets (this process has no Airflow database).
-        os.environ["PROVIDERS__ENABLE_AIRFLOW_SECRETS"] = "false"
-    for module in preload:
-        importlib.import_module(module)
+    with ExitStack() as stack:
+        if args.engine == "snowflake":
+            import fakesnow
+            import pytest
 
-    load = {"operator": operator_load, "resync": operator_resync, "naive": naive_loop, "dlt": dlt_rest_api}
-    if args.kind == "resync":
-        operator_load(args)  # the table is full before the clock starts
-    started = time.monotonic()
-    records, requests_made, limited = load[args.kind](args)
+            sys.path.insert(0, str(ROOT))  # tests/ is not an installed package
+            from tests.warehouse import _snowflake_strict
+
+            # fakesnow as the tests run it: as strict as Snowflake about DDL in transactions, and
+            # with their fix of fakesnow 0.12's MERGE emulation (see _snowflake_strict).
+            _snowflake_strict(stack.enter_context(pytest.MonkeyPatch.context()))
+            # Before the imports below, so that a module binding a Snowflake function at import
+            # time binds the fake; every connection of this process goes to fakesnow's files.
+            stack.enter_context(fakesnow.patch(db_path=os.environ[FAKESNOW_DIR]))
+        # Every run pays its imports (drivers and warehouse hooks included) before the clock starts.
+        preload = ["pandas", "sqlalchemy", "clarky_provider.operators.clarky_to_sql", *PRELOAD[args.engine]]
+        if args.kind == "dlt":
+            preload += ["dlt", "dlt.destinations.impl.postgres.postgres", "dlt.sources.rest_api"]
+            # dlt would probe Airflow Variables for its secrets (this process has no Airflow database).
+            os.environ["PROVIDERS__ENABLE_AIRFLOW_SECRETS"] = "false"
+        for module in preload:
+            importlib.import_module(module)
+
+        load = {
+            "operator": operator_load,
+            "resync": operator_resync,
+            "naive": naive_loop,
+            "dlt": dlt_rest_api,
+        }
+        if args.kind == "resync":
+            operator_load(args)  # the table is full before the clock starts
+        started = time.monotonic()
+        records, requests_made, limited = load[args.kind](args)
+        seconds = time.monotonic() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     figures = {
         "records": records,
-        "seconds": time.monotonic() - started,
+        "seconds": seconds,
         "requests": requests_made,
         "429s": limited,
     }
@@ -184,16 +223,29 @@ def operator_resync(args: argparse.Namespace) -> tuple[int, int, int]:
 
 
 def naive_loop(args: argparse.Namespace) -> tuple[int, int, int]:
-    """The baseline a data engineer would write: requests page by page, pandas ``to_sql`` per page."""
+    """The baseline a data engineer would write: requests page by page, pandas ``to_sql`` per page,
+    into ``args.url`` (any engine SQLAlchemy has a dialect for)."""
     import pandas as pd
     import sqlalchemy
+    from sqlalchemy.dialects.mysql import LONGTEXT
 
     from clarky_provider.resources import CONTACTS
 
     columns = [f.name for f in CONTACTS.fields]  # a fixed column list: new API fields would break to_sql
-    # explicit types: pandas infers all-null columns of the first page as floats
-    dtypes = {name: sqlalchemy.Float() if name == "deal_value" else sqlalchemy.Text() for name in columns}
-    engine = sqlalchemy.create_engine(args.url)
+    # explicit types: pandas infers all-null columns of the first page as floats; MySQL's TEXT
+    # holds 64 KB, less than some notes
+    text = sqlalchemy.Text().with_variant(LONGTEXT(), "mysql", "mariadb")
+    dtypes = {name: sqlalchemy.Float() if name == "deal_value" else text for name in columns}
+    method = None  # executemany of INSERT
+    if args.engine == "snowflake":
+        from functools import partial
+
+        from snowflake.connector.pandas_tools import pd_writer
+
+        # Snowflake's documented pandas path: write_pandas (fakesnow's, here) per page. Plain
+        # executemany would measure fakesnow translating each row's INSERT (about 80 records/s).
+        method = partial(pd_writer, quote_identifiers=False)
+    database = sqlalchemy.create_engine(args.url)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {args.key}"
     number, records, requests_made = 1, 0, 0
@@ -208,11 +260,12 @@ def naive_loop(args: argparse.Namespace) -> tuple[int, int, int]:
         for column in frame.columns:  # nested values must become text for to_sql
             if frame[column].map(lambda v: isinstance(v, (dict, list))).any():
                 frame[column] = frame[column].map(json.dumps)
-        frame.to_sql("contacts", engine, if_exists="append", index=False, dtype=dtypes)
+        frame.to_sql("contacts", database, if_exists="append", index=False, dtype=dtypes, method=method)
         records += len(frame)
         if number >= body["pagination"]["total_pages"]:
             break
         number += 1
+    database.dispose()
     return records, requests_made, 0
 
 
@@ -410,6 +463,14 @@ def bench_order(args: argparse.Namespace) -> None:
                 )
 
 
+def bench_warehouses(args: argparse.Namespace) -> None:
+    """Our operator against the naive loop on each warehouse engine (bench/warehouses.py)."""
+    sys.modules.setdefault("run", sys.modules[__name__])  # warehouses.py imports this module as ``run``
+    import warehouses
+
+    warehouses.bench_warehouses(args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -434,8 +495,13 @@ def main() -> None:
     order.add_argument("--sizes", default="3000,20000")
     memory = sub.add_parser("memory")
     memory.add_argument("--sizes", default="10000,100000")
+    warehouses = sub.add_parser("warehouses")
+    warehouses.add_argument("--contacts", type=int, default=20_000)
+    warehouses.add_argument("--repeat", type=int, default=1)
+    warehouses.add_argument("--engines", default=",".join(ENGINES), help="comma list of engines")
     measured = sub.add_parser("_child")
     measured.add_argument("kind", choices=["operator", "resync", "naive", "dlt"])
+    measured.add_argument("--engine", choices=sorted(PRELOAD), required=True)
     measured.add_argument("--url", required=True)
     measured.add_argument("--base-url", required=True)
     measured.add_argument("--key", required=True)
@@ -447,6 +513,7 @@ def main() -> None:
         "memory": bench_memory,
         "budget": bench_budget,
         "order": bench_order,
+        "warehouses": bench_warehouses,
     }
     {**commands, "_child": child}[args.command](args)
 

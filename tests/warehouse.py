@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import uuid
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,9 @@ from clarky_provider.normalize import parse_timestamp, primary_email, primary_ph
 from clarky_provider.resources import RESOURCES, FieldType
 
 POSTGRES_URI = os.environ.get("CLARKY_TEST_POSTGRES_URI")
+MYSQL_URI = os.environ.get("CLARKY_TEST_MYSQL_URI")
+#: Every warehouse engine the provider claims; ``warehouse`` fixtures run a test on each.
+ENGINES = ("sqlite", "postgres", "duckdb", "mysql", "snowflake")
 
 
 @dataclass
@@ -98,6 +102,91 @@ class PostgresWarehouse(Warehouse):
         return {name for (name,) in self.query("SELECT table_name FROM information_schema.tables")}
 
 
+@dataclass
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB file, opened only for each call: while it is open no other process can open it
+    (a load in a child process waits for it). Within one process every connection to a file
+    must use the configuration DuckDBHook opens it with."""
+
+    config: dict[str, Any] | None = None
+
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        import duckdb
+
+        with closing(duckdb.connect(self.dsn, config=self.config or {})) as conn:
+            cursor = conn.execute(sql)
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+
+    def execute(self, sql: str) -> None:
+        self.select(sql)  # autocommit
+
+    def tables(self) -> set[str]:
+        return {name for (name,) in self.query("SELECT table_name FROM duckdb_tables()")}
+
+
+class MySqlWarehouse(Warehouse):
+    """MariaDB (or MySQL), read in ANSI_QUOTES mode so the tests' "quoted" names work."""
+
+    def _connect(self, database: str | None = None) -> Any:
+        from urllib.parse import unquote, urlsplit
+
+        import MySQLdb
+
+        url = urlsplit(self.dsn)
+        conn = MySQLdb.connect(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 3306,
+            user=unquote(url.username or "root"),
+            passwd=unquote(url.password or ""),
+            db=url.path.lstrip("/") if database is None else database,
+            charset="utf8mb4",
+            autocommit=True,
+        )
+        conn.query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES'), SESSION time_zone = '+00:00'")
+        return conn
+
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        conn = self._connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            return [d[0] for d in cursor.description or ()], list(cursor.fetchall())
+        finally:
+            conn.close()
+
+    def execute(self, sql: str) -> None:
+        self.select(sql)
+
+    def tables(self) -> set[str]:
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        return {name for (name,) in self.query(sql)}
+
+
+class SnowflakeWarehouse(Warehouse):
+    """Snowflake SQL on fakesnow, whose patch is active for the whole test (``snowflake_warehouse``)."""
+
+    def _connect(self) -> Any:
+        import snowflake.connector
+
+        return snowflake.connector.connect(database=SNOWFLAKE_DATABASE, schema=SNOWFLAKE_SCHEMA)
+
+    def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._connect() as conn:
+            cursor = conn.cursor().execute(sql)
+            return [d.name.lower() for d in cursor.description or ()], cursor.fetchall()
+
+    def execute(self, sql: str) -> None:
+        with self._connect() as conn:
+            conn.cursor().execute(sql)
+
+    def tables(self) -> set[str]:
+        sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{SNOWFLAKE_SCHEMA}'"
+        return {name.lower() for (name,) in self.query(sql)}
+
+    def quote(self, name: str) -> str:
+        return name  # unquoted: Snowflake folds it to upper case, as the loader names its tables
+
+
 def expected_row(resource: str, record: dict[str, Any]) -> dict[str, Any]:
     """What a loaded row must hold for an API record."""
     res = RESOURCES[resource]
@@ -135,6 +224,16 @@ def sqlite_warehouse(tmp_path, monkeypatch) -> Warehouse:
     return SqliteWarehouse("sqlite", "warehouse", conn_json, str(path))
 
 
+def duckdb_warehouse(tmp_path, monkeypatch) -> Warehouse:
+    from airflow.providers.duckdb.hooks.duckdb import DuckDBHook
+
+    path = tmp_path / "warehouse.duckdb"
+    conn_json = json.dumps({"conn_type": "duckdb", "host": str(path)})
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
+    config = DuckDBHook(duckdb_conn_id="warehouse").get_connect_config()
+    return DuckDBWarehouse("duckdb", "warehouse", conn_json, str(path), config)
+
+
 def postgres_warehouse(monkeypatch):
     """A fresh database on the test server; dropped afterwards (a generator for fixtures)."""
     if not POSTGRES_URI:
@@ -166,11 +265,127 @@ def postgres_warehouse(monkeypatch):
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def _require(uri: str | None, variable: str, server: str) -> str:
+    if uri:
+        return uri
+    if os.environ.get("CLARKY_REQUIRE_WAREHOUSES"):
+        pytest.fail(f"CLARKY_REQUIRE_WAREHOUSES is set but {variable} is not: {server} tests must run here")
+    pytest.skip(f"no {server} server (run the tests with `make test` on a machine with it installed)")
+
+
+def mysql_warehouse(monkeypatch):
+    """A fresh database on the MariaDB/MySQL test server; dropped afterwards (a generator)."""
+    from urllib.parse import urlsplit
+
+    uri = _require(MYSQL_URI, "CLARKY_TEST_MYSQL_URI", "MariaDB")
+    name = f"clarky_{uuid.uuid4().hex[:12]}"
+    url = urlsplit(uri)
+    server = MySqlWarehouse("mysql", "warehouse", "", f"{url.scheme}://{url.netloc}/")
+    server.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    conn = {
+        "conn_type": "mysql",
+        "host": url.hostname or "127.0.0.1",
+        "port": url.port or 3306,
+        "login": url.username or "root",
+        "schema": name,
+    }
+    if url.password:
+        conn["password"] = url.password
+    conn_json = json.dumps(conn)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
+    try:
+        yield MySqlWarehouse("mysql", "warehouse", conn_json, f"{url.scheme}://{url.netloc}/{name}")
+    finally:
+        server.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA = "CLARKY", "PUBLIC"
+#: Statements that commit the open transaction on a real Snowflake account.
+SNOWFLAKE_DDL = ("CREATE", "ALTER", "DROP", "TRUNCATE", "UNDROP", "COMMENT", "GRANT", "REVOKE", "PUT")
+
+
+def snowflake_warehouse(tmp_path, monkeypatch):
+    """Snowflake SQL on DuckDB (fakesnow), persisted under ``tmp_path`` so that every connection
+    of the test (the operator's through SnowflakeHook, the assertions') sees the same data."""
+    import fakesnow
+
+    _snowflake_strict(monkeypatch)
+    path = tmp_path / "fakesnow"
+    path.mkdir()
+    extra = {"account": "fakesnow", "database": SNOWFLAKE_DATABASE, "warehouse": "LOAD_WH", "role": "LOADER"}
+    conn_json = json.dumps(
+        {
+            "conn_type": "snowflake",
+            "login": "clarky",
+            "password": "fakesnow",
+            "schema": SNOWFLAKE_SCHEMA,
+            "extra": extra,
+        }
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
+    with fakesnow.patch(db_path=path):
+        yield SnowflakeWarehouse("snowflake", "warehouse", conn_json, str(path))
+
+
+def _snowflake_strict(monkeypatch) -> None:
+    """Make fakesnow as strict as Snowflake about transactions. fakesnow runs DDL inside an
+    explicit BEGIN as DuckDB would (rolled back with it), where Snowflake commits the open
+    transaction: fail any such statement, and any write_pandas (a temporary stage) there, so
+    the tests prove the load never does it."""
+    import fakesnow.fakes
+    import fakesnow.transforms
+    from fakesnow.cursor import FakeSnowflakeCursor
+
+    original_execute = FakeSnowflakeCursor.execute
+    original_write_pandas = fakesnow.fakes.write_pandas
+    original_comment = fakesnow.transforms.extract_comment_on_table
+
+    def execute(self, command, *args, **kwargs):
+        word = command.lstrip().split(None, 1)[0].upper().rstrip(";") if command.strip() else ""
+        conn = self._conn
+        if getattr(conn, "_clarky_explicit", False) and word in SNOWFLAKE_DDL:
+            raise AssertionError(
+                f"DDL inside an explicit transaction (Snowflake commits here): {command[:120]}"
+            )
+        result = original_execute(self, command, *args, **kwargs)
+        if word in ("BEGIN", "START"):
+            conn._clarky_explicit = True
+        elif word in ("COMMIT", "ROLLBACK"):
+            conn._clarky_explicit = False
+        return result
+
+    def write_pandas(conn, *args, **kwargs):
+        if getattr(conn, "_clarky_explicit", False):
+            raise AssertionError("write_pandas (CREATE TEMP STAGE) inside an explicit transaction")
+        return original_write_pandas(conn, *args, **kwargs)
+
+    def extract_comment_on_table(expression):
+        """fakesnow 0.12 emulates MERGE with a temporary table and records its (None) comment in
+        its ``_fs_global`` database, which DuckDB refuses inside BEGIN ... COMMIT ("a single
+        transaction can only write to a single attached database"). Dropping the empty comment
+        fixes the emulator only; the SQL sent is Snowflake's own MERGE."""
+        new = original_comment(expression)
+        comment = new.args.get("table_comment")
+        if comment is not None and comment[1] is None:
+            new.args.pop("table_comment")
+        return new
+
+    monkeypatch.setattr(FakeSnowflakeCursor, "execute", execute)
+    monkeypatch.setattr(fakesnow.fakes, "write_pandas", write_pandas)
+    monkeypatch.setattr(fakesnow.transforms, "extract_comment_on_table", extract_comment_on_table)
+
+
 def open_warehouse(kind: str, tmp_path, monkeypatch):
     """A fresh, empty warehouse of ``kind`` as the ``warehouse`` connection (a generator for fixtures)."""
     if kind == "sqlite":
         yield sqlite_warehouse(tmp_path, monkeypatch)
     elif kind == "postgres":
         yield from postgres_warehouse(monkeypatch)
+    elif kind == "duckdb":
+        yield duckdb_warehouse(tmp_path, monkeypatch)
+    elif kind == "mysql":
+        yield from mysql_warehouse(monkeypatch)
+    elif kind == "snowflake":
+        yield from snowflake_warehouse(tmp_path, monkeypatch)
     else:
         raise ValueError(f"no test warehouse {kind!r}")

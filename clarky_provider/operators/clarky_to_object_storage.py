@@ -23,7 +23,8 @@ from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.jsoncodec import dumps
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.hooks import clarky_hook
-from clarky_provider.resources import FieldType, encode_filters, get_resource
+from clarky_provider.resources import encode_filters, get_resource
+from clarky_provider.sql.arrow import arrow_schema
 from clarky_provider.sql.schema import TableLayout
 
 if TYPE_CHECKING:
@@ -167,19 +168,10 @@ def _write_parquet(target: ObjectStoragePath, layout: TableLayout, records: list
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrow_types = {
-        FieldType.STRING: pa.string(),
-        FieldType.INTEGER: pa.int64(),
-        FieldType.NUMBER: pa.float64(),
-        FieldType.BOOLEAN: pa.bool_(),
-        FieldType.TIMESTAMP: pa.timestamp("ms", tz="UTC"),
-        FieldType.ARRAY: pa.string(),
-        FieldType.OBJECT: pa.string(),
-    }
     metadata = (datetime.now(timezone.utc), None, None)
     rows = [layout.row(record, metadata) for record in records]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in layout.columns]
-    schema = pa.schema([pa.field(c.name, arrow_types[c.type]) for c in layout.columns])
+    schema = arrow_schema(layout, "ms")
     table = pa.table(
         [pa.array(list(values), type=field.type) for values, field in zip(columns, schema, strict=True)],
         schema=schema,

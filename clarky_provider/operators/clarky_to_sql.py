@@ -28,7 +28,7 @@ from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.resources import RESOURCES, Resource, encode_filters, get_resource
-from clarky_provider.sql.dialects import dialect_for
+from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
 from clarky_provider.sql.load import LoadPlan, load
 from clarky_provider.sql.schema import TableLayout, check_identifier
 
@@ -220,7 +220,7 @@ class ClarkyToSqlOperator(BaseOperator):
             getattr(dag_run, "dag_id", None),
             getattr(dag_run, "run_id", None),
         )
-        connection = warehouse.get_conn()
+        connection = dialect.connect()
         try:
             summary = load(plan, dialect, connection, self._reader(clarky, plan), metadata)
         except ClarkyIncompleteReadError as exc:
@@ -234,7 +234,7 @@ class ClarkyToSqlOperator(BaseOperator):
                 "the table is as it was before this run."
             ) from exc
         finally:
-            _close(connection)
+            _close(dialect, connection)
             clarky.close()
         self._lineage = LoadLineage(
             api_base_url=clarky.settings.base_url,
@@ -282,8 +282,8 @@ class ClarkyToSqlOperator(BaseOperator):
         return build_lineage(self._lineage) if self._lineage is not None else None
 
 
-def _close(connection: Any) -> None:
+def _close(dialect: WarehouseDialect, connection: Any) -> None:
     try:
-        connection.close()
+        dialect.close(connection)
     except Exception:
         log.debug("Closing the database connection failed", exc_info=True)

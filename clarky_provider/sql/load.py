@@ -89,7 +89,7 @@ def load(
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
     (and drop a table this load created where DDL commits) and re-raise."""
     dialect.begin(connection)
-    table_load = _TableLoad(plan, dialect, connection.cursor(), read, metadata)
+    table_load = _TableLoad(plan, dialect, dialect.cursor(connection), read, metadata)
     try:
         summary = table_load.run()
         connection.commit()
@@ -108,8 +108,8 @@ class _TableLoad:
     ) -> None:
         self.plan, self.dialect, self.cursor, self.read, self.metadata = plan, dialect, cursor, read, metadata
         self.target = dialect.qualified(plan.schema, plan.table)
-        self.staging = dialect.quote(f"_clarky_stage_{plan.table}")
-        self.gone = dialect.quote(f"_clarky_gone_{plan.table}")
+        self.staging = dialect.staging_table(plan.schema, f"_clarky_stage_{plan.table}")
+        self.gone = dialect.staging_table(plan.schema, f"_clarky_gone_{plan.table}")
         self.claimed = False  # whether this transaction holds the table's lock (see _ensure_table)
         self.created = False  # whether this load created the target (undone on failure if DDL commits)
         self.altered = False  # whether this load added columns: every row must be written again
@@ -135,10 +135,12 @@ class _TableLoad:
                 summary.update(rows_updated=existing, rows_inserted=streamed.written - existing)
             if streamed.written:
                 cur.execute(dialect.upsert(self.target, self.staging, layout))
-        else:
+        elif plan.write_mode == "replace":
             cur.execute(dialect.count_rows(self.target))
             summary["rows_deleted"] = cur.fetchone()[0]
             cur.execute(dialect.delete_all(self.target))
+            cur.execute(dialect.insert_all(self.target, self.staging, layout))
+        else:  # an append through staging, where DDL commits
             cur.execute(dialect.insert_all(self.target, self.staging, layout))
         summary["rows_deleted"] += self._apply_deletes(known)
         for table in (self.staging, self.gone if known and plan.delete_mode else None):

@@ -77,7 +77,7 @@ def _postgres_server() -> str:
         pytest.fail("CLARKY_REQUIRE_POSTGRES is set but CLARKY_TEST_POSTGRES_URI is not")
     pytest.skip(
         "the end-to-end tests need a PostgreSQL server for Airflow's metadata database "
-        "(run them with `make test` on a machine with postgresql, or under scripts/with-postgres.sh)"
+        "(run them with `make test` on a machine with postgresql, or under scripts/with-warehouses.sh)"
     )
 
 

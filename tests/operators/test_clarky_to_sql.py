@@ -1,4 +1,5 @@
-"""ClarkyToSqlOperator end to end: emulator -> SQLite and a real PostgreSQL."""
+"""ClarkyToSqlOperator end to end, emulator -> every warehouse engine the provider claims:
+SQLite, PostgreSQL and MariaDB servers, DuckDB, and Snowflake SQL on fakesnow."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from datetime import datetime, timezone
 
 import pytest
 
-from clarky_provider.exceptions import ClarkyAuthError, ClarkyConfigError, ClarkyServerError
+from clarky_provider.exceptions import ClarkyAuthError, ClarkyConfigError, ClarkyLoadError, ClarkyServerError
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import FaultPlan
-from tests.warehouse import assert_table_matches
+from tests.warehouse import ENGINES, assert_table_matches, open_warehouse
+
+
+@pytest.fixture(params=ENGINES)
+def warehouse(request, tmp_path, monkeypatch):
+    """Each test of this module on every engine (other modules: SQLite and PostgreSQL)."""
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
 
 
 def load(**kwargs):
@@ -98,9 +105,14 @@ def test_window_boundary_record_lands_in_exactly_one_window(emulator, warehouse)
 
 
 def test_append_mode_appends(emulator, warehouse):
-    load(resource="agents", write_mode="append", table="agents_log")
-    warehouse_rows = warehouse.query("SELECT COUNT(*) FROM agents_log")
-    assert warehouse_rows[0][0] == 3
+    """Appends add to what is there (here: backfill windows, one after the other)."""
+    bounds = ["2023-01-01T00:00:00Z", "2025-08-15T12:00:00Z", "2027-01-01T00:00:00Z"]
+    first, second = (
+        load(resource="contacts", write_mode="append", window_start=start, window_end=end)
+        for start, end in itertools.pairwise(bounds)
+    )
+    assert first["rows_inserted"] and second["rows_inserted"] and not second["rows_deleted"]
+    assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
 
 
 def test_replace_mode_swaps_in_one_transaction(emulator, warehouse):
@@ -284,3 +296,37 @@ def test_control_characters_and_backslashes_land_byte_for_byte(emulator, warehou
     tricky = [r for r in rows.values() if "\x1b[31mbinary-looking" in (r["notes"] or "")]
     assert tricky and all(r["notes"] == r["_raw"]["notes"] for r in tricky)
     assert any("C:\\path\\to" in (r["notes"] or "") for r in rows.values())
+
+
+def test_failure_in_the_apply_phase_rolls_back_every_statement(emulator, warehouse, monkeypatch):
+    """The merge and the delete detection ran in the transaction, then the load fails: on
+    Snowflake and MySQL that is after every DDL and the staging have committed."""
+    from clarky_provider.sql import load as loader
+
+    load(resource="companies", delete_mode="remove")
+    before = warehouse.rows("companies")
+    emulator.store.lists["companies"][None].remove(emulator.dataset["companies"][3]["id"])
+    apply_deletes = loader._TableLoad._apply_deletes
+
+    def apply_then_fail(self, gone):
+        assert apply_deletes(self, gone) == 1  # the row is gone inside the transaction...
+        raise RuntimeError("the warehouse failed after the merge")
+
+    monkeypatch.setattr(loader._TableLoad, "_apply_deletes", apply_then_fail)
+    with pytest.raises(ClarkyLoadError, match="rolled back"):
+        load(resource="companies", delete_mode="remove")
+    assert warehouse.rows("companies") == before  # ...and back after the rollback
+
+
+def test_snowflake_runs_no_ddl_inside_the_transaction(emulator, warehouse, monkeypatch):
+    """The Snowflake fixture fails any DDL after BEGIN (where Snowflake would commit): prove
+    that guard works, so that every other test proves the load never does it."""
+    if warehouse.kind != "snowflake":
+        pytest.skip("Snowflake's implicit commit on DDL")
+    from clarky_provider.sql.dialects import SnowflakeDialect
+
+    load(resource="agents")
+    monkeypatch.setattr(SnowflakeDialect, "count_rows", lambda self, table: f"DROP TABLE {table}")
+    with pytest.raises(ClarkyLoadError, match="DDL inside an explicit transaction"):
+        load(resource="agents", write_mode="replace")
+    assert len(warehouse.rows("agents")) == 3

@@ -1,5 +1,5 @@
-"""PostgreSQL load paths: an empty table skips staging with the same guarantees, and no COPY
-outlives a statement_timeout."""
+"""Direct loads: an empty table skips staging with the same guarantees (PostgreSQL, DuckDB),
+and on PostgreSQL no COPY outlives a statement_timeout."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from clarky_provider.exceptions import ClarkyServerError
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.testing import ClarkyEmulator, FaultPlan
-from tests.warehouse import assert_table_matches, postgres_warehouse
+from tests.warehouse import assert_table_matches, open_warehouse, postgres_warehouse
 
 DIRECT = "loading straight into it"
 
@@ -22,17 +22,23 @@ def pg_warehouse(monkeypatch):
     yield from postgres_warehouse(monkeypatch)
 
 
+@pytest.fixture(params=["postgres", "duckdb"])
+def lockable_warehouse(request, tmp_path, monkeypatch):
+    """The engines whose loads lock an empty target and load straight into it."""
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
+
+
 def load(**kwargs):
     operator = ClarkyToSqlOperator(task_id="t", resource="contacts", sql_conn_id="warehouse", **kwargs)
     return operator.execute({})
 
 
-def test_first_load_goes_direct_and_later_loads_merge(emulator, pg_warehouse, caplog):
+def test_first_load_goes_direct_and_later_loads_merge(emulator, lockable_warehouse, caplog):
     with caplog.at_level(logging.INFO, logger="clarky_provider.sql.load"):
         first = load()
     assert DIRECT in caplog.text
     assert first["rows_inserted"] == first["rows_fetched"] == 300 and first["rows_updated"] == 0
-    assert_table_matches(pg_warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+    assert_table_matches(lockable_warehouse, "contacts", "contacts", emulator.dataset["contacts"])
 
     caplog.clear()
     emulator.mutate(inserts=4, updates=6, deletes=0)
@@ -40,18 +46,18 @@ def test_first_load_goes_direct_and_later_loads_merge(emulator, pg_warehouse, ca
         second = load(incremental="full")
     assert DIRECT not in caplog.text  # the table has rows: staging + upsert
     assert (second["rows_inserted"], second["rows_updated"], second["rows_unchanged"]) == (4, 6, 294)
-    assert_table_matches(pg_warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+    assert_table_matches(lockable_warehouse, "contacts", "contacts", emulator.dataset["contacts"])
 
 
-def test_emptied_table_with_a_view_is_loaded_in_place(emulator, pg_warehouse, caplog):
+def test_emptied_table_with_a_view_is_loaded_in_place(emulator, lockable_warehouse, caplog):
     load()
-    pg_warehouse.execute("CREATE VIEW contact_ids AS SELECT id FROM contacts")
-    pg_warehouse.execute("DELETE FROM contacts")
+    lockable_warehouse.execute("CREATE VIEW contact_ids AS SELECT id FROM contacts")
+    lockable_warehouse.execute("DELETE FROM contacts")
     with caplog.at_level(logging.INFO, logger="clarky_provider.sql.load"):
         summary = load(write_mode="replace")
     assert DIRECT in caplog.text
     assert summary["rows_inserted"] == 300 and summary["rows_deleted"] == 0
-    assert pg_warehouse.query("SELECT COUNT(*) FROM contact_ids")[0][0] == 300
+    assert lockable_warehouse.query("SELECT COUNT(*) FROM contact_ids")[0][0] == 300
 
 
 def test_failed_first_load_leaves_no_table(emulator, pg_warehouse, monkeypatch):

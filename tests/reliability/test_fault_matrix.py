@@ -11,10 +11,16 @@ from clarky_provider.exceptions import ClarkyAuthError, ClarkyConfigError, Clark
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.testing import ClarkyEmulator, FaultPlan
 from tests.conftest import TEST_KEY
-from tests.warehouse import assert_table_matches
+from tests.warehouse import assert_table_matches, open_warehouse
 
 #: Real seconds per API second: a 30 s Retry-After lasts 0.3 s here.
 SCALE = 0.01
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def warehouse(request, tmp_path, monkeypatch):
+    """SQLite, and the two warehouse servers: connections that can break."""
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
 
 
 def load(**kwargs):
@@ -84,7 +90,12 @@ def test_revoked_key_fails_fast_without_partial_commit(warehouse, monkeypatch):
 
 def _failing_trigger(warehouse, message: str) -> None:
     """Make the warehouse refuse one row mid-merge, as a full disk or a constraint would."""
-    if warehouse.kind == "sqlite":
+    if warehouse.kind == "mysql":
+        warehouse.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON contacts FOR EACH ROW BEGIN "
+            f"IF NEW.job_title = 'CTO' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END"
+        )
+    elif warehouse.kind == "sqlite":
         warehouse.execute(
             "CREATE TRIGGER refuse BEFORE UPDATE ON contacts WHEN NEW.job_title = 'CTO' "
             f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
@@ -111,7 +122,7 @@ def test_warehouse_refusing_a_row_rolls_back_with_a_clear_error(emulator, wareho
     assert warehouse.rows("contacts") == before
 
 
-@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["postgres", "mysql"], indirect=True)
 def test_database_connection_lost_mid_load(warehouse, monkeypatch):
     with ClarkyEmulator(3000, rate_limit=None, latency=0.02) as emu:
         point_at(emu, monkeypatch, max_concurrency=1)
@@ -124,10 +135,15 @@ def test_database_connection_lost_mid_load(warehouse, monkeypatch):
             deadline = time.monotonic() + 30
             while emu.stats.count("/contacts", 200) < served + 10 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            warehouse.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            if warehouse.kind == "postgres":
+                warehouse.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                return
+            sessions = "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            for (session,) in warehouse.query(sessions):
+                warehouse.execute(f"KILL CONNECTION {int(session)}")
 
         killer = threading.Thread(target=kill_backend)
         killer.start()

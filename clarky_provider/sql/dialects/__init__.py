@@ -11,7 +11,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from clarky_provider.sql.dialects.base import WarehouseDialect
+from clarky_provider.sql.dialects.duckdb import DuckDBDialect
+from clarky_provider.sql.dialects.mysql import MySqlDialect
 from clarky_provider.sql.dialects.postgres import PostgresDialect
+from clarky_provider.sql.dialects.snowflake import SnowflakeDialect
 from clarky_provider.sql.dialects.sqlite import SqliteDialect
 
 if TYPE_CHECKING:
@@ -24,6 +27,10 @@ DIALECTS: dict[str, type[WarehouseDialect]] = {
     "postgres": PostgresDialect,
     "postgresql": PostgresDialect,
     "sqlite": SqliteDialect,
+    "duckdb": DuckDBDialect,
+    "mysql": MySqlDialect,
+    "mariadb": MySqlDialect,
+    "snowflake": SnowflakeDialect,
 }
 
 
@@ -44,4 +51,12 @@ def dialect_for(hook: DbApiHook) -> WarehouseDialect:
     return WarehouseDialect(hook)
 
 
-__all__ = ["DIALECTS", "PostgresDialect", "SqliteDialect", "WarehouseDialect", "dialect_for"]
+__all__ = [
+    "DIALECTS",
+    "MySqlDialect",
+    "PostgresDialect",
+    "SnowflakeDialect",
+    "SqliteDialect",
+    "WarehouseDialect",
+    "dialect_for",
+]

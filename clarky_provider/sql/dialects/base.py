@@ -59,7 +59,19 @@ class WarehouseDialect(Dialect):
     def column_list(self, columns: Columns, prefix: str = "") -> str:
         return ", ".join(prefix + self.quote(name) for name in columns.names)
 
-    # -- the transaction ------------------------------------------------------------------
+    # -- the connection and the transaction --------------------------------------------------
+
+    def connect(self) -> Any:
+        """Open the load's connection (the hook's ``get_conn()``)."""
+        return self.hook.get_conn()
+
+    def cursor(self, connection: Any) -> Any:
+        """The cursor the load runs every statement on, in the connection's transaction."""
+        return connection.cursor()
+
+    def close(self, connection: Any) -> None:
+        """Close the connection once the transaction has been committed or rolled back."""
+        connection.close()
 
     def begin(self, connection: Any) -> None:
         """Start the load's single transaction (DB-API drivers start one implicitly)."""
@@ -77,6 +89,10 @@ class WarehouseDialect(Dialect):
             return f"CREATE {self.temporary} TABLE {qualified} ({', '.join(definitions)})"
         pk = ", ".join(self.quote(k) for k in columns.primary_key)
         return f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(definitions)}, PRIMARY KEY ({pk}))"
+
+    def staging_table(self, schema: str | None, name: str) -> str:
+        """Where a load's temporary table lives (unqualified: in the session's own schema)."""
+        return self.quote(name)
 
     def drop_staging(self, table: str) -> str | None:
         """Drop a temporary table, or None where that would commit (it ends with the session)."""
@@ -164,23 +180,14 @@ class WarehouseDialect(Dialect):
             f"(SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', 's')})"
         )
 
-    def staged_value(self, columns: Columns, index: int) -> str:
-        """A staging column as the target takes it (Snowflake parses JSON text here)."""
-        return f"s.{self.quote(columns.names[index])}"
-
-    def staged_values(self, columns: Columns) -> str:
-        return ", ".join(self.staged_value(columns, i) for i in range(len(columns.names)))
-
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         updates = ", ".join(
-            f"{self.quote(n)} = {self.staged_value(columns, i)}"
-            for i, n in enumerate(columns.names)
-            if n not in columns.primary_key
+            f"{self.quote(n)} = s.{self.quote(n)}" for n in columns.names if n not in columns.primary_key
         )
         return (
             f"MERGE INTO {target} t USING {staging} s ON ({self.key_match(columns, 't', 's')}) "
             f"WHEN MATCHED THEN UPDATE SET {updates} "
-            f"WHEN NOT MATCHED THEN INSERT ({self.column_list(columns)}) VALUES ({self.staged_values(columns)})"
+            f"WHEN NOT MATCHED THEN INSERT ({self.column_list(columns)}) VALUES ({self.column_list(columns, 's.')})"
         )
 
     def insert_on_conflict(self, target: str, staging: str, columns: Columns, *, where: str = "") -> str:
@@ -197,7 +204,7 @@ class WarehouseDialect(Dialect):
         )
 
     def insert_all(self, target: str, staging: str, columns: Columns) -> str:
-        return f"INSERT INTO {target} ({self.column_list(columns)}) SELECT {self.staged_values(columns)} FROM {staging} s"
+        return f"INSERT INTO {target} ({self.column_list(columns)}) SELECT {self.column_list(columns, 's.')} FROM {staging} s"
 
     # -- what a re-sync compares, and delete detection --------------------------------------
 

@@ -1,0 +1,252 @@
+"""MySQL 8 and MariaDB 10.5+ (InnoDB): ``LOAD DATA LOCAL`` into staging, ``ON DUPLICATE KEY
+UPDATE``, ``GET_LOCK``, UTC ``DATETIME(6)``, byte-exact keys.
+
+DDL on real tables (``CREATE DATABASE``, ``CREATE TABLE``, ``ALTER TABLE``, even a plain
+``DROP TABLE`` of a temporary table) commits the open transaction; ``CREATE``/``DROP TEMPORARY
+TABLE`` do not. The load runs its DDL first, so what commits is only the DDL: rows are never
+half-written, a table a failed load created is dropped again (empty), and a column it added
+stays (NULL) — see docs/warehouses.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from clarky_provider.resources import FieldType
+from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect
+from clarky_provider.sql.schema import Column, Columns
+
+log = logging.getLogger(__name__)
+
+
+class MySqlDialect(WarehouseDialect):
+    """Backticks and ``%s`` come from ``MySqlHook``; the rest is here."""
+
+    name = "mysql"
+    transactional_ddl = False
+    types = {
+        FieldType.STRING: "LONGTEXT",  # notes exceed TEXT's 64 KB; keys are VARCHAR (key_type)
+        FieldType.INTEGER: "BIGINT",
+        FieldType.NUMBER: "DOUBLE",
+        FieldType.BOOLEAN: "BOOLEAN",
+        FieldType.TIMESTAMP: "DATETIME(6)",  # UTC wall-clock time; TIMESTAMP ends in 2038
+        # Text, not JSON: MariaDB's JSON is LONGTEXT with CHECK (JSON_VALID()), which refuses
+        # documents nested 32 deep; MySQL's binary JSON rounds integers beyond 64 bits.
+        FieldType.ARRAY: "LONGTEXT",
+        FieldType.OBJECT: "LONGTEXT",
+    }
+    #: String key columns: TEXT cannot be a key. 255 utf8mb4 characters = 1020 bytes, within
+    #: InnoDB's 3072-byte key limit even for a two-column key.
+    key_type = "VARCHAR(255)"
+    #: Binary and NO PAD: ids compare byte for byte ('a' <> 'A' <> 'a '). ``begin`` picks the
+    #: server's name for it.
+    collation = "utf8mb4_bin"
+    #: Errors rather than silent truncation, never a non-transactional engine.
+    sql_mode = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
+    #: Longest multi-row INSERT that ``executemany`` sends (capped by max_allowed_packet).
+    max_statement_bytes = 4 << 20
+
+    def begin(self, connection: Any) -> None:
+        """utf8mb4 on the wire, UTC and strict mode for the session; the transaction itself
+        starts implicitly (the hook's connections are not in autocommit)."""
+        if hasattr(connection, "set_character_set"):  # mysqlclient: the codec follows
+            connection.set_character_set("utf8mb4")
+        cursor = connection.cursor()
+        try:
+            if not hasattr(connection, "set_character_set"):
+                cursor.execute("SET NAMES utf8mb4")
+            cursor.execute(f"SET SESSION time_zone = '+00:00', SESSION sql_mode = '{self.sql_mode}'")
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+        if "mariadb" in version.lower():
+            self.collation = "utf8mb4_nopad_bin"
+        elif int(version.split(".")[0]) >= 8:
+            self.collation = "utf8mb4_0900_bin"
+
+    def column_type(self, column: Column) -> str:
+        if column.type is FieldType.STRING and column.primary_key:
+            return self.key_type
+        return self.types[column.type]
+
+    def create_table(self, qualified: str, columns: Columns, *, temporary: bool = False) -> str:
+        definitions = ", ".join(f"{self.quote(c.name)} {self.column_type(c)}" for c in columns.columns)
+        keys = ", ".join(self.quote(k) for k in columns.primary_key)
+        options = f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}"
+        if temporary:
+            # Indexed, not unique: delete detection looks keys up in it (no hash anti-join).
+            return f"CREATE TEMPORARY TABLE {qualified} ({definitions}, KEY ({keys})) {options}"
+        return f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions}, PRIMARY KEY ({keys})) {options}"
+
+    def staging_table(self, schema: str | None, name: str) -> str:
+        # Qualified: a connection without a default database cannot create an unqualified table.
+        return self.qualified(schema, name)
+
+    def drop_staging(self, table: str) -> str | None:
+        # A plain DROP TABLE, even of a temporary table, commits implicitly.
+        return f"DROP TEMPORARY TABLE {table}"
+
+    def create_schema(self, schema: str) -> str | None:
+        # A MySQL schema is a database.
+        return f"CREATE DATABASE IF NOT EXISTS {self.quote(schema)} CHARACTER SET utf8mb4"
+
+    def schema_exists(self, cursor: Any, schema: str) -> bool:
+        cursor.execute(
+            f"SELECT 1 FROM information_schema.schemata WHERE schema_name = {self.placeholder}", [schema]
+        )
+        return cursor.fetchone() is not None
+
+    def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
+        mark = self.placeholder
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = COALESCE({mark}, DATABASE()) AND table_name = {mark}",
+            [schema, table],
+        )
+        names = {row[0] for row in cursor.fetchall()}
+        return names or None
+
+    def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
+        """A named lock (``GET_LOCK``, not waited for) keyed on the database-qualified name.
+
+        Unlike PostgreSQL's transaction-scoped advisory lock, it belongs to the session: it
+        survives the implicit commits of the load's DDL and is released when the operator
+        closes the connection, right after its commit or rollback. Names are hashed: MySQL
+        refuses names longer than 64 characters.
+        """
+        mark = self.placeholder
+        cursor.execute(
+            "SELECT GET_LOCK(CONCAT('clarky_provider:', SHA1(CONCAT("
+            f"COALESCE({mark}, DATABASE(), ''), COALESCE(CONCAT('.', {mark}), '')))), 0)",
+            [schema, table],
+        )
+        return cursor.fetchone()[0] == 1
+
+    def timestamp_value(self, value: datetime) -> Any:
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    @contextmanager
+    def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
+        """``LOAD DATA LOCAL INFILE`` of a tab-separated file per ``batch_size`` rows when the
+        client and server allow it (MariaDB's defaults; MySQL 8 needs ``local_infile`` on both
+        sides), else multi-row ``INSERT``s: 1.2-1.45x the rows a second on 20k contacts.
+
+        ``LOCAL`` turns strict mode's errors into warnings (the server cannot stop the client's
+        file midway): a truncated or out-of-range value would land silently, so any warning
+        fails the load instead. The file is private (0600) and deleted at the end.
+        """
+        if not hasattr(cursor.connection, "warning_count"):  # not mysqlclient
+            with self._insert_writer(cursor, table, columns, batch_size) as write:
+                yield write
+            return
+        statement = (
+            f"LOAD DATA LOCAL INFILE {self.placeholder} INTO TABLE {table} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({self.column_list(columns)})"
+        )
+        fields = [_TSV[c.type] for c in columns.columns]
+        batch: list[Row] = []
+        fallback: RowWriter | None = None  # the INSERT writer, once LOAD DATA LOCAL has been refused
+        with ExitStack() as stack:
+            file = stack.enter_context(
+                tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", suffix=".tsv")
+            )
+
+            def flush() -> None:
+                nonlocal fallback
+                file.seek(0)
+                file.truncate()
+                file.writelines(
+                    "\t".join([_NULL if v is None else f(v) for f, v in zip(fields, row, strict=True)]) + "\n"
+                    for row in batch
+                )
+                file.flush()
+                try:
+                    cursor.execute(statement, [file.name])
+                except Exception as exc:
+                    if not exc.args or exc.args[0] not in _LOCAL_INFILE_REFUSED:
+                        raise
+                    log.info("LOAD DATA LOCAL refused (%s): loading %s with multi-row INSERTs", exc, table)
+                    fallback = stack.enter_context(self._insert_writer(cursor, table, columns, batch_size))
+                    for row in batch:
+                        fallback(row)
+                    return
+                if cursor.connection.warning_count():
+                    cursor.execute("SHOW WARNINGS LIMIT 3")
+                    raise ValueError(f"{table} would not hold some values exactly: {cursor.fetchall()}")
+
+            def write(row: Row) -> None:
+                if fallback is not None:
+                    fallback(row)
+                    return
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    flush()
+                    batch.clear()
+
+            yield write
+            if batch and fallback is None:
+                flush()
+
+    @contextmanager
+    def _insert_writer(
+        self, cursor: Any, table: str, columns: Columns, batch_size: int
+    ) -> Iterator[RowWriter]:
+        """``executemany`` of ``batch_size`` rows, which mysqlclient and mysql-connector send as
+        multi-row ``INSERT ... VALUES (...), (...)``: up to ``max_statement_bytes`` a statement
+        instead of mysqlclient's 64 KB. Aware UTC datetimes go out as their UTC wall-clock time."""
+        if hasattr(cursor, "max_stmt_length"):
+            cursor.execute("SELECT @@max_allowed_packet")
+            packet = int(cursor.fetchone()[0])
+            cursor.max_stmt_length = max(64 << 10, min(self.max_statement_bytes, packet - (64 << 10)))
+        with super().row_writer(cursor, table, columns, batch_size) as write:
+            yield write
+
+    def upsert(self, target: str, staging: str, columns: Columns) -> str:
+        # ``col = s.col`` (columns of the SELECT's table) instead of VALUES(col): MariaDB has no
+        # ``AS new`` row alias and MySQL 8.0.20+ deprecates VALUES() here; both accept this.
+        updates = ", ".join(
+            f"{self.quote(n)} = s.{self.quote(n)}" for n in columns.names if n not in columns.primary_key
+        )
+        return f"{self.insert_all(target, staging, columns)} ON DUPLICATE KEY UPDATE {updates}"
+
+
+#: MySQL/MariaDB errors that mean ``LOAD DATA LOCAL`` is switched off (client or server side).
+_LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 4166}
+_NULL = "\\N"
+
+
+def _tsv_text(value: str) -> str:
+    """A string as a ``LOAD DATA`` field (ESCAPED BY backslash; tab and newline separate)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value or "\0" in value:
+        return (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\0", "\\0")
+        )
+    return value
+
+
+def _tsv_timestamp(value: datetime) -> str:
+    if value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ")
+
+
+#: How each column type's (non-None) values are written into a ``LOAD DATA`` file.
+_TSV: dict[FieldType, Callable[[Any], str]] = {
+    FieldType.STRING: _tsv_text,
+    FieldType.ARRAY: _tsv_text,
+    FieldType.OBJECT: _tsv_text,
+    FieldType.INTEGER: str,
+    FieldType.NUMBER: repr,
+    FieldType.BOOLEAN: lambda value: "1" if value else "0",
+    FieldType.TIMESTAMP: _tsv_timestamp,
+}
