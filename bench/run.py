@@ -166,18 +166,12 @@ def child(args: argparse.Namespace) -> None:
 
     with ExitStack() as stack:
         if args.engine == "snowflake":
-            import fakesnow
-            import pytest
+            from clarky_provider.testing.fakesnow import strict_fakesnow
 
-            sys.path.insert(0, str(ROOT))  # tests/ is not an installed package
-            from tests.warehouse import _snowflake_strict
-
-            # fakesnow as the tests run it: as strict as Snowflake about DDL in transactions, and
-            # with their fix of fakesnow 0.12's MERGE emulation (see _snowflake_strict).
-            _snowflake_strict(stack.enter_context(pytest.MonkeyPatch.context()))
-            # Before the imports below, so that a module binding a Snowflake function at import
+            # fakesnow as the tests run it (as strict as Snowflake about DDL in transactions),
+            # before the imports below, so that a module binding a Snowflake function at import
             # time binds the fake; every connection of this process goes to fakesnow's files.
-            stack.enter_context(fakesnow.patch(db_path=os.environ[FAKESNOW_DIR]))
+            stack.enter_context(strict_fakesnow(os.environ[FAKESNOW_DIR]))
         # Every run pays its imports (drivers and warehouse hooks included) before the clock starts.
         preload = ["pandas", "sqlalchemy", "clarky_provider.operators.clarky_to_sql", *PRELOAD[args.engine]]
         if args.kind == "dlt":

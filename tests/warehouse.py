@@ -300,16 +300,13 @@ def mysql_warehouse(monkeypatch):
 
 
 SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA = "CLARKY", "PUBLIC"
-#: Statements that commit the open transaction on a real Snowflake account.
-SNOWFLAKE_DDL = ("CREATE", "ALTER", "DROP", "TRUNCATE", "UNDROP", "COMMENT", "GRANT", "REVOKE", "PUT")
 
 
 def snowflake_warehouse(tmp_path, monkeypatch):
     """Snowflake SQL on DuckDB (fakesnow), persisted under ``tmp_path`` so that every connection
     of the test (the operator's through SnowflakeHook, the assertions') sees the same data."""
-    import fakesnow
+    from clarky_provider.testing.fakesnow import strict_fakesnow
 
-    _snowflake_strict(monkeypatch)
     path = tmp_path / "fakesnow"
     path.mkdir()
     extra = {"account": "fakesnow", "database": SNOWFLAKE_DATABASE, "warehouse": "LOAD_WH", "role": "LOADER"}
@@ -323,56 +320,8 @@ def snowflake_warehouse(tmp_path, monkeypatch):
         }
     )
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", conn_json)
-    with fakesnow.patch(db_path=path):
+    with strict_fakesnow(path):
         yield SnowflakeWarehouse("snowflake", "warehouse", conn_json, str(path))
-
-
-def _snowflake_strict(monkeypatch) -> None:
-    """Make fakesnow as strict as Snowflake about transactions. fakesnow runs DDL inside an
-    explicit BEGIN as DuckDB would (rolled back with it), where Snowflake commits the open
-    transaction: fail any such statement, and any write_pandas (a temporary stage) there, so
-    the tests prove the load never does it."""
-    import fakesnow.fakes
-    import fakesnow.transforms
-    from fakesnow.cursor import FakeSnowflakeCursor
-
-    original_execute = FakeSnowflakeCursor.execute
-    original_write_pandas = fakesnow.fakes.write_pandas
-    original_comment = fakesnow.transforms.extract_comment_on_table
-
-    def execute(self, command, *args, **kwargs):
-        word = command.lstrip().split(None, 1)[0].upper().rstrip(";") if command.strip() else ""
-        conn = self._conn
-        if getattr(conn, "_clarky_explicit", False) and word in SNOWFLAKE_DDL:
-            raise AssertionError(
-                f"DDL inside an explicit transaction (Snowflake commits here): {command[:120]}"
-            )
-        result = original_execute(self, command, *args, **kwargs)
-        if word in ("BEGIN", "START"):
-            conn._clarky_explicit = True
-        elif word in ("COMMIT", "ROLLBACK"):
-            conn._clarky_explicit = False
-        return result
-
-    def write_pandas(conn, *args, **kwargs):
-        if getattr(conn, "_clarky_explicit", False):
-            raise AssertionError("write_pandas (CREATE TEMP STAGE) inside an explicit transaction")
-        return original_write_pandas(conn, *args, **kwargs)
-
-    def extract_comment_on_table(expression):
-        """fakesnow 0.12 emulates MERGE with a temporary table and records its (None) comment in
-        its ``_fs_global`` database, which DuckDB refuses inside BEGIN ... COMMIT ("a single
-        transaction can only write to a single attached database"). Dropping the empty comment
-        fixes the emulator only; the SQL sent is Snowflake's own MERGE."""
-        new = original_comment(expression)
-        comment = new.args.get("table_comment")
-        if comment is not None and comment[1] is None:
-            new.args.pop("table_comment")
-        return new
-
-    monkeypatch.setattr(FakeSnowflakeCursor, "execute", execute)
-    monkeypatch.setattr(fakesnow.fakes, "write_pandas", write_pandas)
-    monkeypatch.setattr(fakesnow.transforms, "extract_comment_on_table", extract_comment_on_table)
 
 
 def open_warehouse(kind: str, tmp_path, monkeypatch):

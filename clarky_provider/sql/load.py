@@ -20,7 +20,7 @@ from clarky_provider.normalize import parse_timestamp
 from clarky_provider.resources import Resource
 from clarky_provider.sql.dialects import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
-from clarky_provider.sql.schema import Metadata, TableLayout
+from clarky_provider.sql.schema import Metadata, TableLayout, timestamp_or_none
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class _TableLoad:
         try:
             if not self._target_is_empty():
                 return  # another load has landed rows in it since
-            self.cursor.execute(self.dialect.drop_table(self.target))
+            self.dialect.drop_created_table(self.cursor, self.target)
             log.info("Dropped %s, which this failed load had created", self.target)
         except Exception:
             log.warning("Could not drop %s, which this failed load created (it is empty)", self.target)
@@ -228,30 +228,24 @@ class _TableLoad:
             return True
         if self.plan.write_mode == "replace":
             return True  # two replaces at once: the second's DELETE would miss the first's rows
-        return (
-            self.plan.write_mode == "merge"
-            and self.dialect.lock_for_direct_load(self.target) is not None
-            and self._target_is_empty()
-        )
+        return self.plan.write_mode == "merge" and self.dialect.direct_first_loads and self._target_is_empty()
 
     def _direct_load_possible(self) -> bool:
         """Whether rows can go straight into the target instead of through staging.
 
-        Appends always can, where the transaction holds the whole load (DDL does not commit
-        it); so can a merge or replace into an empty target (a table's first load), where
-        staging and the upsert would only copy the same rows twice. The target is locked against
-        other writers (readers are not blocked) so it stays empty until commit. Only a load
-        that holds the table's lock (``_ensure_table``) does so: other loads of the table then
-        wait for it by polling, not in a ``LOCK`` that a ``statement_timeout`` ends.
+        Appends can, where the bulk path does not commit; so can a merge or replace into an
+        empty target (a table's first load), where staging and the upsert would only copy the
+        same rows twice. The target is kept from other writers (readers are not blocked) so it
+        stays empty until commit. Only a load that holds the table's lock (``_ensure_table``)
+        does so: other loads of the table then wait for it by polling, not in a ``LOCK`` that a
+        ``statement_timeout`` ends.
         """
-        if not self.dialect.transactional_ddl:
-            return False
+        dialect = self.dialect
         if self.plan.write_mode == "append":
-            return True
-        lock = self.dialect.lock_for_direct_load(self.target)
-        if lock is None or not self.claimed or not self._target_is_empty():
+            return dialect.direct_appends
+        if not dialect.direct_first_loads or not self.claimed or not self._target_is_empty():
             return False
-        self.cursor.execute(lock)
+        dialect.lock_empty_target(self.cursor, self.target)
         if not self._target_is_empty():  # a writer committed rows before the lock was granted
             return False
         log.info("%s is empty: loading straight into it, without a staging table", self.target)
@@ -294,32 +288,35 @@ class _TableLoad:
     ) -> _Streamed:
         """Stream every record into ``table``; with ``known`` (the target's rows), only those
         that are new or changed (all, when this load added columns), and ``known`` keeps the
-        keys that were not read."""
+        keys that were not read. An unchanged record costs its hash, not a row."""
         plan = self.plan
         layout = plan.layout
-        cursor_index = layout.names.index(plan.resource.cursor_field) if plan.resource.cursor_field else None
-        hash_index = len(layout.names) - 1
+        cursor_field = plan.resource.cursor_field
         streamed = _Streamed()
-        make_row = layout.row_maker(self.dialect.json_encoder(self.cursor))
+        encode_json = self.dialect.json_encoder(self.cursor)
+        make_row, encode = layout.row_maker(encode_json), layout.encoder(encode_json)
+        compare = known is not None and not self.altered
         absent = object()
         with self.dialect.row_writer(self.cursor, table, layout, plan.batch_size) as write:
             for record in self.read(arguments):
-                row = make_row(record, self.metadata)
                 streamed.fetched += 1
-                if cursor_index is not None:
-                    value = row[cursor_index]
+                if cursor_field is not None:
+                    value = timestamp_or_none(record.get(cursor_field))
                     if value is not None and (streamed.newest is None or value > streamed.newest):
                         streamed.newest = value
                 if streamed.workspace_id is None:
                     streamed.workspace_id = record.get("workspace_id")
+                encoded = None
                 if known is not None:
-                    previous = known.pop(layout.key(row), absent)
-                    if previous == row[hash_index] and not self.altered:
-                        streamed.unchanged += 1
-                        continue
+                    previous = known.pop(layout.record_key(record), absent)
+                    if compare:
+                        encoded = encode(record)
+                        if previous == encoded[1]:
+                            streamed.unchanged += 1
+                            continue
                     if previous is not absent:
                         streamed.updated += 1
-                write(row)
+                write(make_row(record, self.metadata, encoded))
                 streamed.written += 1
         return streamed
 

@@ -65,11 +65,12 @@ def _boolean(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _timestamp(value: Any) -> datetime | None:
+def timestamp_or_none(value: Any) -> datetime | None:
+    """A timestamp field's column value: aware UTC, or None when unparseable (it stays in _raw)."""
     try:
         return parse_timestamp(value)
     except (TypeError, ValueError):
-        return None  # unparseable: the original stays in _raw
+        return None
 
 
 #: Converters of the columns that are not strings or JSON (those two are inlined in the row maker).
@@ -77,12 +78,14 @@ CONVERTERS: dict[FieldType, Callable[[Any], Any]] = {
     FieldType.INTEGER: _integer,
     FieldType.NUMBER: _number,
     FieldType.BOOLEAN: _boolean,
-    FieldType.TIMESTAMP: _timestamp,
+    FieldType.TIMESTAMP: timestamp_or_none,
 }
 JSON_TYPES = (FieldType.ARRAY, FieldType.OBJECT)
 
 Metadata = tuple[datetime | None, str | None, str | None]
-RowMaker = Callable[[dict[str, Any], Metadata], tuple[Any, ...]]
+#: A record's ``_raw`` in the warehouse's JSON wire format, and its content hash.
+Encoded = tuple[Any, int]
+RowMaker = Callable[[dict[str, Any], Metadata, Encoded | None], tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,6 @@ class TableLayout(Columns):
             Column(CONTENT_HASH, FieldType.INTEGER),
         ]
         super().__init__(tuple(columns), resource.primary_key)
-        self.key_indexes = tuple(self.names.index(k) for k in self.primary_key)
         self._derived = tuple(derive for _, derive in derived)
         self._known = frozenset(resource.field_index)
         self._reported_unknown: set[str] = set()
@@ -135,7 +137,7 @@ class TableLayout(Columns):
 
     def row(self, record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
         """One record as a row in column order, JSON columns as text."""
-        return self._row(record, metadata)
+        return self._row(record, metadata, None)
 
     def row_maker(self, encode_json: Callable[[Any], Any] = to_json) -> RowMaker:
         """A function turning a record into a row; ``encode_json`` lets a warehouse take JSON
@@ -151,9 +153,11 @@ class TableLayout(Columns):
         jsons = tuple(i for i, f in enumerate(fields) if f.type in JSON_TYPES)
         typed = tuple((i, CONVERTERS[f.type]) for i, f in enumerate(fields) if f.type in CONVERTERS)
         derived, known, known_count = self._derived, self._known, len(self._known)
-        content_hash = self._content_hasher()
+        encode = self.encoder(encode_json)
 
-        def row(record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
+        def row(
+            record: dict[str, Any], metadata: Metadata, encoded: Encoded | None = None
+        ) -> tuple[Any, ...]:
             if len(record) > known_count or not known.issuperset(record):
                 self._report_unknown(record)
             values = list(map(record.get, names))
@@ -168,32 +172,36 @@ class TableLayout(Columns):
                 values[i] = convert(values[i])
             for derive in derived:
                 values.append(derive(record))
-            raw = encode_json(record)
+            raw, digest = encoded or encode(record)
             values.append(raw)
             values.extend(metadata)
             values.append(None)
-            values.append(content_hash(raw))
+            values.append(digest)
             return tuple(values)
 
         return row
 
-    def key(self, row: tuple[Any, ...]) -> Any:
-        """A row's primary key as the database returns it: the value, or a tuple of values."""
-        if len(self.key_indexes) == 1:
-            return row[self.key_indexes[0]]
-        return tuple(row[i] for i in self.key_indexes)
+    def record_key(self, record: dict[str, Any]) -> Any:
+        """A record's primary key as its row holds it and the database returns it: the value,
+        or a tuple of values (keys are string columns: anything else is kept as JSON text)."""
+        values = [
+            v if v is None or v.__class__ is str else to_json(v) for v in map(record.get, self.primary_key)
+        ]
+        return values[0] if len(values) == 1 else tuple(values)
 
-    def _content_hasher(self) -> Callable[[str | bytes], int]:
-        """The signed 64-bit hash of a row's ``_raw`` (which holds the whole record), keyed by
-        the table's columns and ``ROW_FORMAT``, so a row made differently hashes differently."""
+    def encoder(self, encode_json: Callable[[Any], Any] = to_json) -> Callable[[dict[str, Any]], Encoded]:
+        """``encode(record)``: its ``_raw`` and the signed 64-bit hash of it (the whole record),
+        keyed by the table's columns and ``ROW_FORMAT``, so a row made differently hashes
+        differently. A re-sync compares the hash before making the rest of the row."""
         key = hashlib.blake2b(f"{ROW_FORMAT}:{','.join(self.names)}".encode(), digest_size=32).digest()
 
-        def content_hash(raw: str | bytes) -> int:
+        def encode(record: dict[str, Any]) -> Encoded:
+            raw = encode_json(record)
             data = raw.encode() if raw.__class__ is str else raw
-            digest = hashlib.blake2b(data, digest_size=8, key=key).digest()  # type: ignore[arg-type]
-            return int.from_bytes(digest, "big", signed=True)
+            digest = hashlib.blake2b(data, digest_size=8, key=key).digest()
+            return raw, int.from_bytes(digest, "big", signed=True)
 
-        return content_hash
+        return encode
 
     def _report_unknown(self, record: dict[str, Any]) -> None:
         for name in record.keys() - self._known - self._reported_unknown:

@@ -20,7 +20,7 @@ import pytest
 
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.testing import ClarkyEmulator
-from tests.warehouse import assert_table_matches, postgres_warehouse
+from tests.warehouse import assert_table_matches, open_warehouse, postgres_warehouse
 
 #: About 1 s per load of 300 contacts: 15 pages of 20, one request at a time, 0.05 s each.
 LATENCY, PAGE_SIZE = 0.05, 20
@@ -42,6 +42,12 @@ def slow_emulator(monkeypatch):
             "AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(page_size=PAGE_SIZE, max_concurrency=1)
         )
         yield emu
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def warehouse(request, tmp_path, monkeypatch):
+    """The engines several processes can write at once (a DuckDB file has one writer process)."""
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Direct loads: an empty table skips staging with the same guarantees (PostgreSQL, DuckDB),
+"""Direct loads: an empty table skips staging with the same guarantees (every engine but
+Snowflake, whose bulk path commits),
 and on PostgreSQL no COPY outlives a statement_timeout."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def pg_warehouse(monkeypatch):
     yield from postgres_warehouse(monkeypatch)
 
 
-@pytest.fixture(params=["postgres", "duckdb"])
+@pytest.fixture(params=["sqlite", "postgres", "duckdb", "mysql"])
 def lockable_warehouse(request, tmp_path, monkeypatch):
     """The engines whose loads lock an empty target and load straight into it."""
     yield from open_warehouse(request.param, tmp_path, monkeypatch)

@@ -44,6 +44,11 @@ class WarehouseDialect(Dialect):
     #: commits), the load creates and stages first and changes the target in a transaction
     #: of DML only (``begin_changes``), and never loads straight into the target.
     transactional_ddl = True
+    #: Whether a merge or replace into an empty target streams straight into it, the engine
+    #: keeping other writers out until commit (``lock_empty_target``), instead of staging.
+    direct_first_loads = False
+    #: Whether appends stream straight into the target (not where the bulk path itself commits).
+    direct_appends = True
 
     # -- identifiers ----------------------------------------------------------------------
 
@@ -94,6 +99,10 @@ class WarehouseDialect(Dialect):
         """Where a load's temporary table lives (unqualified: in the session's own schema)."""
         return self.quote(name)
 
+    def drop_created_table(self, cursor: Any, table: str) -> None:
+        """Drop the empty table a failed load created, where DDL committed (best effort)."""
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+
     def drop_staging(self, table: str) -> str | None:
         """Drop a temporary table, or None where that would commit (it ends with the session)."""
         return f"DROP TABLE {table}"
@@ -134,10 +143,9 @@ class WarehouseDialect(Dialect):
         """
         return True
 
-    def lock_for_direct_load(self, target: str) -> str | None:
-        """Statement that keeps other writers out of ``target`` until commit, or None if the
-        warehouse cannot; without one, merges and replaces always go through staging."""
-        return None
+    def lock_empty_target(self, cursor: Any, target: str) -> None:
+        """Keep other writers out of ``target`` until commit (``direct_first_loads`` engines);
+        nothing to do where the load already has the table (or the database) to itself."""
 
     # -- rows in --------------------------------------------------------------------------
 
@@ -241,9 +249,6 @@ class WarehouseDialect(Dialect):
 
     def delete_all(self, table: str) -> str:
         return f"DELETE FROM {table}"
-
-    def drop_table(self, table: str) -> str:
-        return f"DROP TABLE IF EXISTS {table}"
 
     def any_row(self, table: str) -> str:
         """A query that returns one row if ``table`` has any."""

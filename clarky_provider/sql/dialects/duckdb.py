@@ -35,6 +35,8 @@ class DuckDBDialect(WarehouseDialect):
     """
 
     name = "duckdb"
+    #: ``connect`` keeps every other writer out of the whole file until the load closes it.
+    direct_first_loads = True
     types = {
         FieldType.STRING: "VARCHAR",
         FieldType.INTEGER: "BIGINT",
@@ -126,10 +128,6 @@ class DuckDBDialect(WarehouseDialect):
         )
         names = {row[0] for row in cursor.fetchall()}
         return names or None
-
-    def lock_for_direct_load(self, target: str) -> str | None:
-        # ``connect`` already keeps every other writer out of the whole file until we close.
-        return f"SELECT 1 FROM {target} LIMIT 0"
 
     # upsert: the inherited MERGE INTO, about twice as fast here as INSERT ... ON CONFLICT.
 

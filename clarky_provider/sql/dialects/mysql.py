@@ -29,6 +29,9 @@ class MySqlDialect(WarehouseDialect):
 
     name = "mysql"
     transactional_ddl = False
+    #: A load that may find the target empty holds its ``GET_LOCK`` (``try_lock``) until it
+    #: ends: other loads of the table wait for it (``LOCK TABLES`` would commit).
+    direct_first_loads = True
     types = {
         FieldType.STRING: "LONGTEXT",  # notes exceed TEXT's 64 KB; keys are VARCHAR (key_type)
         FieldType.INTEGER: "BIGINT",
@@ -51,9 +54,15 @@ class MySqlDialect(WarehouseDialect):
     #: Longest multi-row INSERT that ``executemany`` sends (capped by max_allowed_packet).
     max_statement_bytes = 4 << 20
 
+    #: Longest a failed load's ``DROP`` of the table it created waits for another load's
+    #: metadata lock (that load may be waiting for this one's ``GET_LOCK``: then it stays, empty).
+    undo_lock_wait_seconds = 5
+
     def begin(self, connection: Any) -> None:
-        """utf8mb4 on the wire, UTC and strict mode for the session; the transaction itself
-        starts implicitly (the hook's connections are not in autocommit)."""
+        """utf8mb4 on the wire, UTC and strict mode for the session, and READ COMMITTED (the
+        load looks again at what other loads committed while it waited for their lock; InnoDB's
+        default REPEATABLE READ would keep showing it the table as it first saw it). The
+        transaction itself starts implicitly (the hook's connections are not in autocommit)."""
         if hasattr(connection, "set_character_set"):  # mysqlclient: the codec follows
             connection.set_character_set("utf8mb4")
         cursor = connection.cursor()
@@ -61,6 +70,7 @@ class MySqlDialect(WarehouseDialect):
             if not hasattr(connection, "set_character_set"):
                 cursor.execute("SET NAMES utf8mb4")
             cursor.execute(f"SET SESSION time_zone = '+00:00', SESSION sql_mode = '{self.sql_mode}'")
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             cursor.execute("SELECT VERSION()")
             version = str(cursor.fetchone()[0])
         finally:
@@ -127,6 +137,10 @@ class MySqlDialect(WarehouseDialect):
             [schema, table],
         )
         return cursor.fetchone()[0] == 1
+
+    def drop_created_table(self, cursor: Any, table: str) -> None:
+        cursor.execute(f"SET SESSION lock_wait_timeout = {int(self.undo_lock_wait_seconds)}")
+        super().drop_created_table(cursor, table)
 
     def timestamp_value(self, value: datetime) -> Any:
         return value.astimezone(timezone.utc).replace(tzinfo=None)

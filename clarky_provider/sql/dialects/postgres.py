@@ -82,9 +82,11 @@ class PostgresDialect(WarehouseDialect):
 
             yield write
 
-    def lock_for_direct_load(self, target: str) -> str | None:
+    direct_first_loads = True
+
+    def lock_empty_target(self, cursor: Any, target: str) -> None:
         # Blocks other writers (not readers) until commit, so "empty" stays true while we load.
-        return f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE"
+        cursor.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
 
     def schema_exists(self, cursor: Any, schema: str) -> bool:
         # pg_namespace lists every schema; information_schema only those we have rights on.

@@ -25,6 +25,7 @@ class SnowflakeDialect(WarehouseDialect):
 
     name = "snowflake"
     transactional_ddl = False
+    direct_appends = False  # write_pandas creates a stage: it would commit the target's rows
     types = {
         FieldType.STRING: "VARCHAR",
         FieldType.INTEGER: "NUMBER(38,0)",

@@ -28,6 +28,8 @@ class SqliteDialect(WarehouseDialect):
         FieldType.OBJECT: "TEXT",
     }
 
+    #: ``BEGIN IMMEDIATE`` holds the whole database: an empty target stays empty until commit.
+    direct_first_loads = True
     #: Longest one ``BEGIN IMMEDIATE`` waits in SQLite's busy handler before we try again.
     busy_milliseconds = 1000
 
