@@ -228,10 +228,13 @@ class ClarkyToSqlOperator(BaseOperator):
         except ClarkyError:
             raise
         except Exception as exc:
+            state = (
+                "the table is as it was" if dialect.transactional_ddl else "the table's rows are as they were"
+            )
             raise ClarkyLoadError(
                 f"Loading Clarky {plan.resource.name} into {plan.table} failed in the database "
                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:500]}); the transaction was rolled back and "
-                "the table is as it was before this run."
+                f"{state} before this run."
             ) from exc
         finally:
             _close(dialect, connection)
