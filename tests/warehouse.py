@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import uuid
+from abc import ABC, abstractmethod
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ ENGINES = ("sqlite", "postgres", "duckdb", "mysql", "snowflake")
 
 
 @dataclass
-class Warehouse:
+class Warehouse(ABC):
     """A test warehouse: the connection the operator gets, and plain reads and writes beside it."""
 
     kind: str
@@ -30,16 +31,17 @@ class Warehouse:
     conn_json: str
     dsn: str
 
+    @abstractmethod
     def select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of a query, on a connection of its own."""
-        raise NotImplementedError
 
+    @abstractmethod
     def execute(self, sql: str) -> None:
         """Run one statement and commit it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tables(self) -> set[str]:
-        raise NotImplementedError
+        """The tables of the test's database."""
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.select(sql)[1]
