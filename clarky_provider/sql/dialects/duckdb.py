@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class DuckDBDialect(WarehouseDialect):
-    """DuckDB (the ``duckdb`` connection type): JSON and TIMESTAMPTZ columns, Arrow batches into
-    staging, ``INSERT ... ON CONFLICT``, and one load at a time per database file.
+    """The upsert is the inherited ``MERGE``, 1.6-2x faster here than ``INSERT ... ON CONFLICT``.
 
     A DuckDB file is opened by one process at a time: while any connection of a process has it
     open, another process's ``duckdb.connect`` fails at once ("Could not set lock on file ...
@@ -128,8 +127,6 @@ class DuckDBDialect(WarehouseDialect):
         )
         names = {row[0] for row in cursor.fetchall()}
         return names or None
-
-    # upsert: the inherited MERGE INTO, about twice as fast here as INSERT ... ON CONFLICT.
 
     @contextmanager
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
