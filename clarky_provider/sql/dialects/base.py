@@ -24,6 +24,23 @@ Row = tuple[Any, ...]
 RowWriter = Callable[[Row], None]
 
 
+@contextmanager
+def batches(flush: Callable[[list[Row]], None], size: int) -> Iterator[RowWriter]:
+    """``write(row)`` that hands ``flush`` every ``size`` rows, and the rest at the end; the
+    list is reused afterwards, so ``flush`` must be done with it when it returns."""
+    batch: list[Row] = []
+
+    def write(row: Row) -> None:
+        batch.append(row)
+        if len(batch) >= size:
+            flush(batch)
+            batch.clear()
+
+    yield write
+    if batch:
+        flush(batch)
+
+
 class WarehouseDialect(Dialect):
     """ANSI SQL with ``MERGE``; placeholders and identifier escaping come from the hook."""
 
@@ -165,17 +182,12 @@ class WarehouseDialect(Dialect):
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
         """Yield ``write(row)`` that loads rows into ``table``: ``executemany`` every ``batch_size`` rows."""
         statement = self.insert_values(table, columns)
-        batch: list[Row] = []
 
-        def write(row: Row) -> None:
-            batch.append(row)
-            if len(batch) >= batch_size:
-                cursor.executemany(statement, self.adapt_rows(batch, columns))
-                batch.clear()
-
-        yield write
-        if batch:
+        def flush(batch: list[Row]) -> None:
             cursor.executemany(statement, self.adapt_rows(batch, columns))
+
+        with batches(flush, batch_size) as write:
+            yield write
 
     # -- rows out of staging into the target -----------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from clarky_provider.resources import FieldType
 from clarky_provider.sql.arrow import arrow_schema
-from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect
+from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import Columns
 
@@ -112,7 +112,7 @@ class DuckDBDialect(WarehouseDialect):
     def schema_exists(self, cursor: Any, schema: str) -> bool:
         cursor.execute(
             "SELECT 1 FROM duckdb_schemas() WHERE database_name = current_database() "
-            "AND lower(schema_name) = lower(?)",
+            f"AND lower(schema_name) = lower({self.placeholder})",
             [schema],
         )
         return bool(cursor.fetchall())
@@ -120,9 +120,10 @@ class DuckDBDialect(WarehouseDialect):
     def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
         # Of this database only (not other attached ones, nor the temp catalog's staging
         # tables); DuckDB identifiers are case-insensitive, quoted or not.
+        mark = self.placeholder
         cursor.execute(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-            "AND lower(schema_name) = lower(COALESCE(?, current_schema())) AND lower(table_name) = lower(?)",
+            f"AND lower(schema_name) = lower(COALESCE({mark}, current_schema())) AND lower(table_name) = lower({mark})",
             [schema, table],
         )
         names = {row[0] for row in cursor.fetchall()}
@@ -143,9 +144,8 @@ class DuckDBDialect(WarehouseDialect):
         view = f"_clarky_rows_{uuid.uuid4().hex}"
         names = self.column_list(columns)
         statement = f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.quote(view)}"
-        batch: list[Row] = []
 
-        def flush() -> None:
+        def flush(batch: list[Row]) -> None:
             arrays = [
                 pa.array(values, type=field.type)
                 for values, field in zip(zip(*batch, strict=True), schema, strict=True)
@@ -157,13 +157,6 @@ class DuckDBDialect(WarehouseDialect):
                 cursor.execute(statement)
             finally:
                 cursor.unregister(view)
-            batch.clear()
 
-        def write(row: Row) -> None:
-            batch.append(row)
-            if len(batch) >= batch_size:
-                flush()
-
-        yield write
-        if batch:
-            flush()
+        with batches(flush, batch_size) as write:
+            yield write

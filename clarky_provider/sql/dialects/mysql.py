@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect
+from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.schema import Column, Columns
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,6 @@ class MySqlDialect(WarehouseDialect):
             f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({self.column_list(columns)})"
         )
         fields = [_TSV[c.type] for c in columns.columns]
-        batch: list[Row] = []
         fallback: RowWriter | None = None  # the INSERT writer, once LOAD DATA LOCAL has been refused
         pending: Future[None] | None = None  # the LOAD DATA in flight
         flushes = 0
@@ -194,8 +193,12 @@ class MySqlDialect(WarehouseDialect):
             ]
             loader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="clarky-load-data"))
 
-            def flush() -> None:
+            def flush(batch: list[Row]) -> None:
                 nonlocal fallback, pending, flushes
+                if fallback is not None:
+                    for row in batch:
+                        fallback(row)
+                    return
                 file = files[flushes % 2]  # the other file may be in the LOAD DATA in flight
                 file.seek(0)
                 file.truncate()
@@ -219,18 +222,8 @@ class MySqlDialect(WarehouseDialect):
                     for row in batch:
                         fallback(row)
 
-            def write(row: Row) -> None:
-                if fallback is not None:
-                    fallback(row)
-                    return
-                batch.append(row)
-                if len(batch) >= batch_size:
-                    flush()
-                    batch.clear()
-
-            yield write
-            if batch and fallback is None:
-                flush()
+            with batches(flush, batch_size) as write:
+                yield write
             finish_pending()
 
     @contextmanager

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect
+from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.schema import Columns
 
 
@@ -96,10 +96,8 @@ class SnowflakeDialect(WarehouseDialect):
         per 20,000 contacts), only ever into staging, before ``begin_changes``."""
         connection = getattr(cursor, "connection", None) or cursor._conn  # fakesnow's cursor: _conn
         schema, name = _split_qualified(table)
-        batch: list[Row] = []
-        limit = max(batch_size, self.bulk_rows)
 
-        def flush() -> None:
+        def flush(batch: list[Row]) -> None:
             from snowflake.connector import pandas_tools  # looked up per call: fakesnow patches it
 
             frame = self._frame(batch, columns)
@@ -114,16 +112,9 @@ class SnowflakeDialect(WarehouseDialect):
             )
             if not ok or rows != len(batch):
                 raise RuntimeError(f"write_pandas loaded {rows} of {len(batch)} rows into {table}")
-            batch.clear()
 
-        def write(row: Row) -> None:
-            batch.append(row)
-            if len(batch) >= limit:
-                flush()
-
-        yield write
-        if batch:
-            flush()
+        with batches(flush, max(batch_size, self.bulk_rows)) as write:
+            yield write
 
     def _frame(self, rows: list[Row], columns: Columns) -> Any:
         import pandas as pd
