@@ -52,3 +52,37 @@ def test_json_columns_take_the_warehouse_wire_format():
     row = dict(zip(layout.names, layout.row_maker(dumps_jsonb)(record, (None, None, None)), strict=True))
     assert row["_raw"] == b'\x01{"id":"x","human":"ok","huge":[1180591620717411303424]}'
     assert row["human"] == "ok"  # strings stay text whatever the JSON format
+
+
+def test_text_timestamps_cut_from_the_api_form_equal_parsed_and_formatted_ones():
+    """SQLite's and MySQL's text timestamps: the API's usual forms are re-cut, not parsed; the
+    text must be exactly what parsing and formatting would give, and a non-date stays None."""
+    from clarky_provider.sql.schema import timestamp_or_none, timestamp_text
+
+    def formatted(value, separator, offset, timespec):
+        moment = timestamp_or_none(value)
+        return None if moment is None else moment.replace(tzinfo=None).isoformat(separator, timespec) + offset
+
+    sqlite, mysql = ("T", "+00:00", "milliseconds"), (" ", "", "microseconds")
+    assert timestamp_text(*sqlite)("2026-01-12T14:30:00.250Z") == "2026-01-12T14:30:00.250+00:00"
+    assert timestamp_text(*mysql)("2026-01-12T14:30:00Z") == "2026-01-12 14:30:00.000"
+    for given in (
+        "2026-01-12T14:30:00.250Z",  # the API's two usual forms: cut
+        "2026-01-12T14:30:00Z",
+        "2026-01-12T15:30:00.250+01:00",  # any other form: parsed
+        "2026-01-12T14:30:00.123456Z",
+        "2026-01-12 14:30:00.250Z",
+        "2026-01-12T14:30:00",
+        datetime(2026, 1, 12, 14, 30, 0, 250_000, tzinfo=timezone.utc),
+    ):
+        assert timestamp_text(*sqlite)(given) == formatted(given, *sqlite), given  # milliseconds
+        assert timestamp_or_none(timestamp_text(*mysql)(given)) == timestamp_or_none(given), given
+    for not_a_date in (
+        "2026-13-12T14:30:00.250Z",
+        "2026-02-30T14:30:00Z",
+        "2026-01-12T24:30:00Z",
+        "soon",
+        None,
+    ):
+        assert timestamp_text(*sqlite)(not_a_date) is None, not_a_date
+        assert timestamp_text(*mysql)(not_a_date) is None, not_a_date

@@ -87,7 +87,7 @@ def load(
     plan: LoadPlan, dialect: WarehouseDialect, connection: Any, read: RecordSource, metadata: Metadata
 ) -> dict[str, Any]:
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
-    (and drop a table this load created where DDL commits) and re-raise."""
+    (and undo the DDL that committed, where DDL commits) and re-raise."""
     dialect.begin(connection)
     table_load = _TableLoad(plan, dialect, dialect.cursor(connection), read, metadata)
     try:
@@ -95,7 +95,7 @@ def load(
         connection.commit()
     except BaseException:
         _rollback(connection)
-        table_load.undo_created_table()
+        table_load.undo_committed_ddl()
         raise
     return summary
 
@@ -112,7 +112,7 @@ class _TableLoad:
         self.gone = dialect.staging_table(plan.schema, f"_clarky_gone_{plan.table}")
         self.claimed = False  # whether this transaction holds the table's lock (see _ensure_table)
         self.created = False  # whether this load created the target (undone on failure if DDL commits)
-        self.altered = False  # whether this load added columns: every row must be written again
+        self.added: list[str] = []  # columns this load added: every row must be written again
 
     def run(self) -> dict[str, Any]:
         plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
@@ -149,18 +149,32 @@ class _TableLoad:
                 cur.execute(drop)
         return summary
 
-    def undo_created_table(self) -> None:
-        """After a failed load, drop the (still empty) table it created where DDL committed, so
-        the warehouse is as it was. Where DDL is transactional the rollback already did."""
-        if not self.created or self.dialect.transactional_ddl:
+    def undo_committed_ddl(self) -> None:
+        """After a failed load, where DDL committed, drop the table it created or the columns it
+        added, so the table is as it was; where DDL is transactional the rollback already did.
+        What another load has filled since (rows in the table, values in a column) stays."""
+        if self.dialect.transactional_ddl or not (self.created or self.added):
             return
-        try:
-            if not self._target_is_empty():
-                return  # another load has landed rows in it since
-            self.dialect.drop_created_table(self.cursor, self.target)
-            log.info("Dropped %s, which this failed load had created", self.target)
-        except Exception:
-            log.warning("Could not drop %s, which this failed load created (it is empty)", self.target)
+        dialect = self.dialect
+        if self.created:
+            undo = [(self.target, dialect.any_row(self.target), dialect.drop_table(self.target))]
+        else:
+            undo = [
+                (
+                    f"column {name} of {self.target}",
+                    dialect.any_value(self.target, name),
+                    dialect.drop_column(self.target, name),
+                )
+                for name in self.added
+            ]
+        for what, in_use, drop in undo:
+            try:
+                self.cursor.execute(in_use)
+                if self.cursor.fetchone() is None:  # still empty: no other load has written to it
+                    dialect.undo(self.cursor, drop)
+                    log.info("Dropped %s, which this failed load had added", what)
+            except Exception:
+                log.warning("Could not drop %s, which this failed load added (it is empty)", what)
 
     # -- the table --------------------------------------------------------------------------
 
@@ -204,7 +218,7 @@ class _TableLoad:
             if column.name not in existing:
                 log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
                 cur.execute(dialect.add_column(self.target, column.name, column.type))
-                self.altered = True
+                self.added.append(column.name)
 
     def _claim_if(self, needed: Callable[[], bool], schema: str | None, table: str | None, what: str) -> bool:
         """Take the lock on ``schema``/``table`` if ``needed()``, waiting while another load
@@ -293,9 +307,11 @@ class _TableLoad:
         layout = plan.layout
         cursor_field = plan.resource.cursor_field
         streamed = _Streamed()
-        encode_json = self.dialect.json_encoder(self.cursor)
-        make_row, encode = layout.row_maker(encode_json), layout.encoder(encode_json)
-        compare = known is not None and not self.altered
+        encode_json, timestamp = self.dialect.json_encoder(self.cursor), self.dialect.timestamp_encoder()
+        make_row, encode = layout.row_maker(encode_json, timestamp), layout.encoder(encode_json)
+        loaded_at, dag_id, run_id = self.metadata
+        metadata = (timestamp(loaded_at), dag_id, run_id)
+        compare = known is not None and not self.added
         absent = object()
         with self.dialect.row_writer(self.cursor, table, layout, plan.batch_size) as write:
             for record in self.read(arguments):
@@ -316,7 +332,7 @@ class _TableLoad:
                             continue
                     if previous is not absent:
                         streamed.updated += 1
-                write(make_row(record, self.metadata, encoded))
+                write(make_row(record, metadata, encoded))
                 streamed.written += 1
         return streamed
 
@@ -341,7 +357,7 @@ class _TableLoad:
         if mode == "remove":
             self.cursor.execute(self.dialect.remove_gone(self.target, self.gone, keys))
         else:
-            stamp = self.dialect.timestamp_value(self.metadata[0])  # type: ignore[arg-type]
+            stamp = self.dialect.timestamp_encoder()(self.metadata[0])
             self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (stamp,))
         return max(self.cursor.rowcount, 0)
 

@@ -195,6 +195,20 @@ def test_a_column_missing_from_an_old_table_is_added_and_filled(emulator, wareho
     assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
 
 
+def test_failed_load_that_added_a_column_leaves_the_table_as_it_was(emulator, warehouse, monkeypatch):
+    """Drift, then a failure: the column is gone again, even where DDL commits (MySQL, Snowflake)."""
+    monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emulator.connection_uri(max_retries=1))
+    load(resource="contacts")
+    warehouse.execute("ALTER TABLE contacts DROP COLUMN job_title")
+    before = warehouse.rows("contacts")
+    emulator.faults = FaultPlan(scheduled={n: "500" for n in range(6, 1000)})  # from the 3rd page on
+    with pytest.raises(ClarkyServerError):
+        load(resource="contacts", incremental="full", batch_size=10)
+    after = warehouse.rows("contacts")
+    assert "job_title" not in after[next(iter(after))]
+    assert after == before
+
+
 def test_failure_midway_leaves_table_unchanged(emulator, warehouse, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emulator.connection_uri(max_retries=1))
     load(resource="contacts", incremental="full")

@@ -9,16 +9,15 @@ what it does differently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from airflow.providers.common.sql.dialects.dialect import Dialect
 
 from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Columns
+from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Columns, timestamp_or_none
 
 Row = tuple[Any, ...]
 RowWriter = Callable[[Row], None]
@@ -116,9 +115,15 @@ class WarehouseDialect(Dialect):
         """Where a load's temporary table lives (unqualified: in the session's own schema)."""
         return self.quote(name)
 
-    def drop_created_table(self, cursor: Any, table: str) -> None:
-        """Drop the empty table a failed load created, where DDL committed (best effort)."""
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    def undo(self, cursor: Any, statement: str) -> None:
+        """Run a failed load's undo of DDL that committed (``drop_table``, ``drop_column``)."""
+        cursor.execute(statement)
+
+    def drop_table(self, table: str) -> str:
+        return f"DROP TABLE IF EXISTS {table}"
+
+    def drop_column(self, table: str, name: str) -> str:
+        return f"ALTER TABLE {table} DROP COLUMN {self.quote(name)}"
 
     def drop_staging(self, table: str) -> str | None:
         """Drop a temporary table, or None where that would commit (it ends with the session)."""
@@ -170,9 +175,11 @@ class WarehouseDialect(Dialect):
         """How JSON columns travel to this warehouse through ``row_writer`` (text by default)."""
         return to_json
 
-    def adapt_rows(self, rows: list[Row], columns: Columns) -> Sequence[Sequence[Any]]:
-        """Rows as the driver takes them (the default: as they are)."""
-        return rows
+    def timestamp_encoder(self) -> Callable[[Any], Any]:
+        """How timestamps travel to this warehouse (timestamp fields, ``_loaded_at``, the
+        deletion flag): an API value or a datetime in, the column value out, None for what is
+        not a timestamp. Aware UTC datetimes by default."""
+        return timestamp_or_none
 
     def insert_values(self, table: str, columns: Columns) -> str:
         marks = ", ".join([self.placeholder] * len(columns.names))
@@ -184,7 +191,7 @@ class WarehouseDialect(Dialect):
         statement = self.insert_values(table, columns)
 
         def flush(batch: list[Row]) -> None:
-            cursor.executemany(statement, self.adapt_rows(batch, columns))
+            cursor.executemany(statement, batch)
 
         with batches(flush, batch_size) as write:
             yield write
@@ -266,8 +273,9 @@ class WarehouseDialect(Dialect):
         """A query that returns one row if ``table`` has any."""
         return f"SELECT 1 FROM {table} LIMIT 1"
 
+    def any_value(self, table: str, column: str) -> str:
+        """A query that returns one row if ``column`` of ``table`` holds any value."""
+        return f"SELECT 1 FROM {table} WHERE {self.quote(column)} IS NOT NULL LIMIT 1"
+
     def newest(self, table: str, column: str) -> str:
         return f"SELECT MAX({self.quote(column)}) FROM {table}"
-
-    def timestamp_value(self, value: datetime) -> Any:
-        return value

@@ -4,8 +4,8 @@ UPDATE``, ``GET_LOCK``, UTC ``DATETIME(6)``, byte-exact keys.
 DDL on real tables (``CREATE DATABASE``, ``CREATE TABLE``, ``ALTER TABLE``, even a plain
 ``DROP TABLE`` of a temporary table) commits the open transaction; ``CREATE``/``DROP TEMPORARY
 TABLE`` do not. The load runs its DDL first, so what commits is only the DDL: rows are never
-half-written, a table a failed load created is dropped again (empty), and a column it added
-stays (NULL) — see docs/warehouses.md.
+half-written, and a table or column a failed load created is dropped again (still empty) —
+see docs/warehouses.md.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
 from typing import IO, Any
 
 from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
-from clarky_provider.sql.schema import Column, Columns
+from clarky_provider.sql.schema import Column, Columns, timestamp_text
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,9 @@ class MySqlDialect(WarehouseDialect):
     #: Longest multi-row INSERT that ``executemany`` sends (capped by max_allowed_packet).
     max_statement_bytes = 4 << 20
 
-    #: Longest a failed load's ``DROP`` of the table it created waits for another load's
-    #: metadata lock (that load may be waiting for this one's ``GET_LOCK``: then it stays, empty).
+    #: Longest a failed load's ``DROP`` of the table or column it created waits for another
+    #: load's metadata lock (that load may be waiting for this one's ``GET_LOCK``: then it stays,
+    #: empty).
     undo_lock_wait_seconds = 5
 
     def begin(self, connection: Any) -> None:
@@ -139,12 +139,14 @@ class MySqlDialect(WarehouseDialect):
         )
         return cursor.fetchone()[0] == 1
 
-    def drop_created_table(self, cursor: Any, table: str) -> None:
+    def undo(self, cursor: Any, statement: str) -> None:
         cursor.execute(f"SET SESSION lock_wait_timeout = {int(self.undo_lock_wait_seconds)}")
-        super().drop_created_table(cursor, table)
+        super().undo(cursor, statement)
 
-    def timestamp_value(self, value: datetime) -> Any:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    def timestamp_encoder(self) -> Callable[[Any], Any]:
+        """UTC wall-clock text (``2025-05-28 22:50:41.723``): what ``DATETIME(6)`` holds, and
+        as it goes into a ``LOAD DATA`` file or an ``INSERT`` alike."""
+        return timestamp_text(" ", "", "microseconds")
 
     @contextmanager
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
@@ -232,7 +234,7 @@ class MySqlDialect(WarehouseDialect):
     ) -> Iterator[RowWriter]:
         """``executemany`` of ``batch_size`` rows, which mysqlclient and mysql-connector send as
         multi-row ``INSERT ... VALUES (...), (...)``: up to ``max_statement_bytes`` a statement
-        instead of mysqlclient's 64 KB. Aware UTC datetimes go out as their UTC wall-clock time."""
+        instead of mysqlclient's 64 KB."""
         if hasattr(cursor, "max_stmt_length"):
             cursor.execute("SELECT @@max_allowed_packet")
             packet = int(cursor.fetchone()[0])
@@ -267,12 +269,6 @@ def _tsv_text(value: str) -> str:
     return value
 
 
-def _tsv_timestamp(value: datetime) -> str:
-    if value.utcoffset():
-        value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None).isoformat(" ")
-
-
 #: How each column type's (non-None) values are written into a ``LOAD DATA`` file.
 _TSV: dict[FieldType, Callable[[Any], str]] = {
     FieldType.STRING: _tsv_text,
@@ -281,5 +277,5 @@ _TSV: dict[FieldType, Callable[[Any], str]] = {
     FieldType.INTEGER: str,
     FieldType.NUMBER: repr,
     FieldType.BOOLEAN: lambda value: "1" if value else "0",
-    FieldType.TIMESTAMP: _tsv_timestamp,
+    FieldType.TIMESTAMP: str,  # already text (timestamp_encoder)
 }

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.dialects.base import Row, WarehouseDialect
+from clarky_provider.sql.dialects.base import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
-from clarky_provider.sql.schema import Columns
+from clarky_provider.sql.schema import Columns, timestamp_text
 
 
 class SqliteDialect(WarehouseDialect):
@@ -59,19 +58,8 @@ class SqliteDialect(WarehouseDialect):
         names = {row[1] for row in cursor.fetchall()}
         return names or None
 
-    def timestamp_value(self, value: datetime) -> Any:
-        return value.isoformat(timespec="milliseconds")
-
-    def adapt_rows(self, rows: list[Row], columns: Columns) -> Sequence[Sequence[Any]]:
-        stamps = [i for i, c in enumerate(columns.columns) if c.type is FieldType.TIMESTAMP]
-        adapted = []
-        for row in rows:
-            values = list(row)
-            for i in stamps:
-                if values[i] is not None:
-                    values[i] = values[i].isoformat(timespec="milliseconds")
-            adapted.append(values)
-        return adapted
+    def timestamp_encoder(self) -> Callable[[Any], Any]:
+        return timestamp_text("T", "+00:00", "milliseconds")
 
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
