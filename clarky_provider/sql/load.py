@@ -172,9 +172,9 @@ class _TableLoad:
                 self.cursor.execute(in_use)
                 if self.cursor.fetchone() is None:  # still empty: no other load has written to it
                     dialect.undo(self.cursor, drop)
-                    log.info("Dropped %s, which this failed load had added", what)
+                    log.info("Dropped %s again: this failed load had made it", what)
             except Exception:
-                log.warning("Could not drop %s, which this failed load added (it is empty)", what)
+                log.warning("Could not drop %s, which this failed load made (it is empty)", what)
 
     # -- the table --------------------------------------------------------------------------
 
