@@ -218,8 +218,8 @@ class WarehouseDialect(Dialect):
         )
 
     def insert_on_conflict(self, target: str, staging: str, columns: Columns, *, where: str = "") -> str:
-        """The upsert as ``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL, SQLite, DuckDB);
-        ``where`` goes between the ``SELECT`` and ``ON CONFLICT`` where the parser needs it."""
+        """The upsert as ``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL, SQLite), rows in
+        key order (``key_order``); ``where`` goes after the ``FROM`` where the parser needs it."""
         keys = ", ".join(self.quote(k) for k in columns.primary_key)
         updates = ", ".join(
             f"{self.quote(n)} = excluded.{self.quote(n)}"
@@ -227,8 +227,15 @@ class WarehouseDialect(Dialect):
             if n not in columns.primary_key
         )
         return (
-            f"{self.insert_all(target, staging, columns)}{where} ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+            f"{self.insert_all(target, staging, columns)}{where}{self.key_order(columns)} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
+
+    def key_order(self, columns: Columns) -> str:
+        """``ORDER BY`` the staging rows' key, for an upsert that locks target rows one by one:
+        loads of overlapping records, each read in the API's order of the moment, then lock them
+        in one order and wait for each other instead of deadlocking."""
+        return " ORDER BY " + ", ".join(f"s.{self.quote(k)}" for k in columns.primary_key)
 
     def insert_all(self, target: str, staging: str, columns: Columns) -> str:
         return f"INSERT INTO {target} ({self.column_list(columns)}) SELECT {self.column_list(columns, 's.')} FROM {staging} s"

@@ -248,7 +248,10 @@ class MySqlDialect(WarehouseDialect):
         updates = ", ".join(
             f"{self.quote(n)} = s.{self.quote(n)}" for n in columns.names if n not in columns.primary_key
         )
-        return f"{self.insert_all(target, staging, columns)} ON DUPLICATE KEY UPDATE {updates}"
+        return (
+            f"{self.insert_all(target, staging, columns)}{self.key_order(columns)} "
+            f"ON DUPLICATE KEY UPDATE {updates}"
+        )
 
 
 #: MySQL/MariaDB errors that mean ``LOAD DATA LOCAL`` is switched off (client or server side).
