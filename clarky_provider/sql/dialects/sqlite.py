@@ -61,6 +61,9 @@ class SqliteDialect(WarehouseDialect):
     def timestamp_encoder(self) -> Callable[[Any], Any]:
         return timestamp_text("T", "+00:00", "milliseconds")
 
+    def key_order(self, columns: Columns) -> str:
+        return ""  # one writer at a time (``begin``): no row locks to take in order
+
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
         return self.insert_on_conflict(target, staging, columns, where=" WHERE true")
