@@ -64,9 +64,9 @@ class ClarkyToSqlOperator(BaseOperator):
     :param window_end: end of the window (exclusive), so adjacent windows neither overlap nor gap.
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
         ``remove`` them; ``None`` leaves them.
-    :param batch_size: rows per bulk write (an Arrow batch, a ``LOAD DATA`` file, an
-        ``executemany``; PostgreSQL streams rows into ``COPY``, Snowflake stages at least 50,000
-        at a time); bounds memory.
+    :param batch_size: rows per bulk write (an Arrow batch, a ``LOAD DATA`` file of at most
+        2,000, an ``executemany``; PostgreSQL streams rows into ``COPY``, Snowflake stages at
+        least 50,000 at a time); bounds memory.
     :param progress_interval: seconds between progress lines in the task log.
     :param clarky_hook_params: this task's overrides of the Clarky connection's extras, e.g.
         ``{"max_concurrency": 2, "page_size": 50}``; an unknown name is an error.

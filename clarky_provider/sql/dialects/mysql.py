@@ -53,6 +53,10 @@ class MySqlDialect(WarehouseDialect):
     sql_mode = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
     #: Longest multi-row INSERT that ``executemany`` sends (capped by max_allowed_packet).
     max_statement_bytes = 4 << 20
+    #: Most rows a ``LOAD DATA`` file holds (fewer when ``batch_size`` says so). Each file loads
+    #: while the next is written, except the last, which the load waits for: smaller files
+    #: shorten that wait (2,000 instead of 5,000: about 10% off a first load of 20,000 contacts).
+    file_rows = 2000
 
     #: Longest a failed load's ``DROP`` of the table or column it created waits for another
     #: load's metadata lock (that load may be waiting for this one's ``GET_LOCK``: then it stays,
@@ -150,9 +154,10 @@ class MySqlDialect(WarehouseDialect):
 
     @contextmanager
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
-        """``LOAD DATA LOCAL INFILE`` of a tab-separated file per ``batch_size`` rows when the
-        client and server allow it (MariaDB's defaults; MySQL 8 needs ``local_infile`` on both
-        sides), else multi-row ``INSERT``s: 1.2-1.45x the rows a second on 20k contacts. Each
+        """``LOAD DATA LOCAL INFILE`` of a tab-separated file per ``file_rows`` rows (fewer if
+        ``batch_size`` says so) when the client and server allow it (MariaDB's defaults; MySQL 8
+        needs ``local_infile`` on both sides), else multi-row ``INSERT``s: 1.2-1.45x the rows a
+        second on 20k contacts. Each
         ``LOAD DATA`` runs in a thread of its own (mysqlclient lets go of the GIL while the
         server works) while the next file is written, one at a time on the load's cursor.
 
@@ -224,7 +229,7 @@ class MySqlDialect(WarehouseDialect):
                     for row in batch:
                         fallback(row)
 
-            with batches(flush, batch_size) as write:
+            with batches(flush, min(batch_size, self.file_rows)) as write:
                 yield write
             finish_pending()
 
