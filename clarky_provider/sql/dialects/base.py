@@ -143,15 +143,19 @@ class WarehouseDialect(Dialect):
 
     def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
         """Column names of the table, or None when it does not exist."""
+        cursor.execute(*self.columns_query(schema, table))
+        names = {row[0] for row in cursor.fetchall()}
+        return names or None
+
+    def columns_query(self, schema: str | None, table: str) -> tuple[str, list[Any]]:
+        """The query of the table's column names (first column) and its parameters."""
         mark = self.placeholder
         schema_test = f"table_schema = {mark}" if schema else "table_schema = CURRENT_SCHEMA()"
         params: list[Any] = [schema] if schema else []
-        cursor.execute(
+        return (
             f"SELECT column_name FROM information_schema.columns WHERE {schema_test} AND table_name = {mark}",
             [*params, table],
         )
-        names = {row[0] for row in cursor.fetchall()}
-        return names or None
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -207,13 +211,18 @@ class WarehouseDialect(Dialect):
             f"(SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', 's')})"
         )
 
-    def upsert(self, target: str, staging: str, columns: Columns) -> str:
-        updates = ", ".join(
-            f"{self.quote(n)} = s.{self.quote(n)}" for n in columns.names if n not in columns.primary_key
+    def assignments(self, columns: Columns, source: str) -> str:
+        """``col = <source>.col`` for every column but the key: what an upsert updates."""
+        return ", ".join(
+            f"{self.quote(n)} = {source}.{self.quote(n)}"
+            for n in columns.names
+            if n not in columns.primary_key
         )
+
+    def upsert(self, target: str, staging: str, columns: Columns) -> str:
         return (
             f"MERGE INTO {target} t USING {staging} s ON ({self.key_match(columns, 't', 's')}) "
-            f"WHEN MATCHED THEN UPDATE SET {updates} "
+            f"WHEN MATCHED THEN UPDATE SET {self.assignments(columns, 's')} "
             f"WHEN NOT MATCHED THEN INSERT ({self.column_list(columns)}) VALUES ({self.column_list(columns, 's.')})"
         )
 
@@ -221,14 +230,9 @@ class WarehouseDialect(Dialect):
         """The upsert as ``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL, SQLite), rows in
         key order (``key_order``); ``where`` goes after the ``FROM`` where the parser needs it."""
         keys = ", ".join(self.quote(k) for k in columns.primary_key)
-        updates = ", ".join(
-            f"{self.quote(n)} = excluded.{self.quote(n)}"
-            for n in columns.names
-            if n not in columns.primary_key
-        )
         return (
             f"{self.insert_all(target, staging, columns)}{where}{self.key_order(columns)} "
-            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({keys}) DO UPDATE SET {self.assignments(columns, 'excluded')}"
         )
 
     def key_order(self, columns: Columns) -> str:

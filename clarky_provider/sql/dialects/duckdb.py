@@ -117,17 +117,15 @@ class DuckDBDialect(WarehouseDialect):
         )
         return bool(cursor.fetchall())
 
-    def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
+    def columns_query(self, schema: str | None, table: str) -> tuple[str, list[Any]]:
         # Of this database only (not other attached ones, nor the temp catalog's staging
         # tables); DuckDB identifiers are case-insensitive, quoted or not.
         mark = self.placeholder
-        cursor.execute(
+        return (
             "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
             f"AND lower(schema_name) = lower(COALESCE({mark}, current_schema())) AND lower(table_name) = lower({mark})",
             [schema, table],
         )
-        names = {row[0] for row in cursor.fetchall()}
-        return names or None
 
     @contextmanager
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:

@@ -117,15 +117,13 @@ class MySqlDialect(WarehouseDialect):
         )
         return cursor.fetchone() is not None
 
-    def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
+    def columns_query(self, schema: str | None, table: str) -> tuple[str, list[Any]]:
         mark = self.placeholder
-        cursor.execute(
+        return (
             "SELECT column_name FROM information_schema.columns "
             f"WHERE table_schema = COALESCE({mark}, DATABASE()) AND table_name = {mark}",
             [schema, table],
         )
-        names = {row[0] for row in cursor.fetchall()}
-        return names or None
 
     def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
         """A named lock (``GET_LOCK``, not waited for) keyed on the database-qualified name.
@@ -250,12 +248,9 @@ class MySqlDialect(WarehouseDialect):
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         # ``col = s.col`` (columns of the SELECT's table) instead of VALUES(col): MariaDB has no
         # ``AS new`` row alias and MySQL 8.0.20+ deprecates VALUES() here; both accept this.
-        updates = ", ".join(
-            f"{self.quote(n)} = s.{self.quote(n)}" for n in columns.names if n not in columns.primary_key
-        )
         return (
             f"{self.insert_all(target, staging, columns)}{self.key_order(columns)} "
-            f"ON DUPLICATE KEY UPDATE {updates}"
+            f"ON DUPLICATE KEY UPDATE {self.assignments(columns, 's')}"
         )
 
 
