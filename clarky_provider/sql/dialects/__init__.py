@@ -53,6 +53,7 @@ def dialect_for(hook: DbApiHook) -> WarehouseDialect:
 
 __all__ = [
     "DIALECTS",
+    "DuckDBDialect",
     "MySqlDialect",
     "PostgresDialect",
     "SnowflakeDialect",
