@@ -72,6 +72,14 @@ def warehouse(request, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def http_stub():
+    """A scripted HTTP server on loopback (tests/http_stub.py), stopped after the test."""
+    from tests.http_stub import serve
+
+    yield from serve()
+
+
+@pytest.fixture
 def emulator(monkeypatch):
     """A 300-contact emulator without rate limit, with ``clarky_default`` pointing at it."""
     from clarky_provider.testing import ClarkyEmulator

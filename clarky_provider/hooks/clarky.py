@@ -5,8 +5,8 @@ what is transient (429 after ``Retry-After``; 5xx, resets, timeouts and broken b
 jittered exponential backoff), paces itself under the key's budget, and never lets the key
 reach a log line or an exception.
 
-This module is the connection and the transport (one request: pacing, retries, typed errors);
-the rest lives beside it: ``settings`` (the connection's checked settings), ``pages`` (one
+This module is the connection and one request (pacing, retries, typed errors); the rest lives
+beside it: ``http`` (the HTTP client), ``settings`` (the connection's checked settings), ``pages`` (one
 list's pages in order), ``listing`` (complete reads against ``total`` and the fan-out over
 parents), ``rate_limit`` (the key's budget, shared across processes), ``progress`` and ``bill``
 (what the task log says).
@@ -23,9 +23,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from clarky_provider import __version__
 from clarky_provider.compat import BaseHook
 from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
@@ -39,6 +36,7 @@ from clarky_provider.exceptions import (
     error_class_for_status,
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
+from clarky_provider.hooks.http import HttpClient, Response, TransportError
 from clarky_provider.hooks.listing import ListReader, fan_out
 from clarky_provider.hooks.pages import Page, RequestStats, as_int, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
@@ -99,7 +97,7 @@ class ClarkyHook(BaseHook):
         self.max_retry_seconds = max_retry_seconds
         self._overrides = overrides
         self._settings: ClarkySettings | None = None
-        self._session: requests.Session | None = None
+        self._client: HttpClient | None = None
         self._limiter: RateLimiter | None = None
         self._in_flight_slots: threading.BoundedSemaphore | None = None
         self._slots_lock = threading.Lock()
@@ -126,28 +124,17 @@ class ClarkyHook(BaseHook):
             _mask(self._settings.api_key)
         return self._settings
 
-    def get_conn(self) -> requests.Session:
-        """The pooled session, sized for ``max_concurrency`` and carrying the bearer key."""
-        if self._session is None:
+    def get_conn(self) -> HttpClient:
+        """The pooled client, sized for ``max_concurrency`` and carrying the bearer key."""
+        if self._client is None:
             settings = self.settings
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            # Resolve proxy and CA-bundle environment variables once, not on every request.
-            environment = session.merge_environment_settings(settings.base_url, {}, None, None, None)
-            session.proxies.update(environment["proxies"])
-            session.verify = environment["verify"]
-            session.trust_env = False
-            session.headers.update(
-                {
-                    "Authorization": f"Bearer {settings.api_key}",
-                    "Accept": "application/json",
-                    "User-Agent": f"airflow-provider-clarky/{__version__}",
-                }
-            )
-            self._session = session
-        return self._session
+            headers = {
+                "Authorization": f"Bearer {settings.api_key}",
+                "Accept": "application/json",
+                "User-Agent": f"airflow-provider-clarky/{__version__}",
+            }
+            self._client = HttpClient(settings.base_url, headers, settings.timeout, settings.max_concurrency)
+        return self._client
 
     @property
     def limiter(self) -> RateLimiter:
@@ -166,9 +153,9 @@ class ClarkyHook(BaseHook):
             return self._in_flight_slots
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated GET, with failures explained in plain words (never the key)."""
@@ -258,40 +245,38 @@ class ClarkyHook(BaseHook):
         )
 
     def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> dict[str, Any]:
-        settings = self.settings
-        session = self.get_conn()
         try:
-            response = session.request(
-                method, settings.base_url + path, params=params, timeout=settings.timeout
-            )
-            body = response.content
-        except requests.Timeout:
+            response = self.get_conn().request(method, path, params)
+        except TransportError as exc:
             self.stats.add(requests=1)
-            raise ClarkyServerError(f"no answer within {settings.timeout:g}s (timeout)", path=path) from None
-        except requests.RequestException as exc:
-            self.stats.add(requests=1)
-            raise ClarkyServerError(
-                f"network error ({type(exc).__name__}): {self._scrub(str(exc))[:300]}", path=path
-            ) from None
+            if exc.timed_out:
+                timeout = self.settings.timeout
+                raise ClarkyServerError(f"no answer within {timeout:g}s (timeout)", path=path) from None
+            raise ClarkyServerError(f"network error ({self._scrub(str(exc))[:300]})", path=path) from None
         self.stats.add(requests=1)
-        self._observe_budget(response)
-        if response.status_code >= 400:
-            raise self._api_error(response, body, path)
+        self._observe_budget(response.headers)
+        if response.status >= 400:
+            raise self._api_error(response, path)
+        if response.status >= 300:
+            raise ClarkyConfigError(
+                f"Clarky answered {path} with HTTP {response.status}, a redirect to "
+                f"{self._scrub(str(response.headers.get('Location')))!r}, which the hook does not follow (the key would go "
+                "with it). Set the connection's host to the API's address."
+            )
         if method == "HEAD":
             return {}
         try:
-            payload = loads(body)
+            payload = loads(response.body)
         except ValueError:
             raise ClarkyServerError(
-                f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",
+                f"HTTP {response.status} body is not valid JSON ({len(response.body)} bytes, truncated?)",
                 path=path,
             ) from None
         if not isinstance(payload, dict):
             raise ClarkyServerError("response body is not a JSON object", path=path)
         return payload
 
-    def _observe_budget(self, response: requests.Response) -> None:
-        headers = response.headers
+    def _observe_budget(self, headers: Mapping[str, str]) -> None:
         try:
             remaining = int(headers["X-RateLimit-Remaining"])
             reset = float(headers["X-RateLimit-Reset"])
@@ -301,16 +286,16 @@ class ClarkyHook(BaseHook):
         # the limit lets the limiter tell "low" from "plenty" (other hosts spend the same budget)
         self.limiter.observe(remaining, reset, as_int(headers.get("X-RateLimit-Limit")))
 
-    def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
-        status = response.status_code
+    def _api_error(self, response: Response, path: str) -> ClarkyAPIError:
+        status = response.status
         code = message = None
         details: dict[str, Any] = {}
         try:
-            envelope = response.json().get("error") or {}
+            envelope = loads(response.body).get("error") or {}
             code, message = envelope.get("code"), envelope.get("message")
             details = dict(envelope.get("details") or {})
         except (ValueError, AttributeError):
-            message = f"{response.reason or 'error'} (non-JSON body, {len(body)} bytes)"
+            message = f"{response.reason or 'error'} (non-JSON body, {len(response.body)} bytes)"
         if status == 429:
             details["retry_after"] = _retry_after(response.headers.get("Retry-After"))
             self.stats.add(rate_limited=1)

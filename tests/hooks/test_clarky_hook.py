@@ -1,14 +1,16 @@
-"""ClarkyHook unit tests with requests-mock: pagination, retries, pacing, errors, secrets."""
+"""ClarkyHook unit tests against a scripted HTTP server on loopback (tests/http_stub.py):
+pagination, retries, pacing, errors, secrets, proxies and redirects."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pendulum
 import pytest
-import requests
 
 from clarky_provider.exceptions import (
     ClarkyAuthError,
@@ -25,8 +27,6 @@ from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.hooks.listing import RECOVERY_REQUESTS_PER_PAGE
 from clarky_provider.normalize import format_timestamp, parse_timestamp, primary_email, primary_phone
 from tests.conftest import TEST_KEY, set_clarky_conn
-
-API = "https://clarky.ai/api/v1"
 
 
 def page(records, page_no, total, page_size=100):
@@ -52,12 +52,27 @@ def error(status, code, message="nope", **headers):
     return {"status_code": status, "json": {"error": {"code": code, "message": message}}, "headers": headers}
 
 
-@pytest.fixture
-def hook(monkeypatch):
+def stub_hook(monkeypatch, http_stub, **extra):
+    """A hook whose connection points at the stub, unpaced, one request at a time, quick backoff."""
     set_clarky_conn(
-        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 1, "retry_backoff": 0.01}
+        monkeypatch,
+        host=http_stub.api_url,
+        extra={"requests_per_minute": 1_000_000, "max_concurrency": 1, "retry_backoff": 0.01, **extra},
     )
     return ClarkyHook()
+
+
+@pytest.fixture
+def hook(monkeypatch, http_stub):
+    return stub_hook(monkeypatch, http_stub)
+
+
+@pytest.fixture
+def refused_url():
+    """An API URL on loopback that refuses connections: its port is bound but never listened on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
 
 
 # -- connection and key -------------------------------------------------------------------
@@ -72,11 +87,11 @@ def hook(monkeypatch):
         ("ck_live_" + "x" * 40, "is 48 characters long"),
     ],
 )
-def test_bad_key_rejected_before_any_request(monkeypatch, requests_mock, password, expected):
-    set_clarky_conn(monkeypatch, password=password)
+def test_bad_key_rejected_before_any_request(monkeypatch, http_stub, password, expected):
+    set_clarky_conn(monkeypatch, host=http_stub.api_url, password=password)
     with pytest.raises(ClarkyConfigError, match=expected) as info:
         ClarkyHook().request("GET", "/contacts")
-    assert requests_mock.call_count == 0
+    assert http_stub.call_count == 0
     if password:
         assert password not in str(info.value)
 
@@ -114,36 +129,87 @@ def test_settings_repr_hides_key(hook):
     assert TEST_KEY not in repr(hook.settings)
 
 
-def test_bearer_header_and_defaults(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", **page(contacts("c_1"), 1, 1))
+def test_bearer_header_and_defaults(hook, http_stub):
+    http_stub.get("/contacts", **page(contacts("c_1"), 1, 1))
     list(hook.paginate("contacts"))
-    sent = requests_mock.request_history[0]
+    sent = http_stub.request_history[0]
     assert sent.headers["Authorization"] == f"Bearer {TEST_KEY}"
     assert sent.qs == {"page": ["1"], "page_size": ["100"]}
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH", "DELETE", "PUT"])
-def test_hook_is_read_only(hook, requests_mock, method):
+def test_hook_is_read_only(hook, http_stub, method):
     with pytest.raises(ClarkyConfigError, match="read-only"):
         hook.request(method, "/contacts")
-    assert requests_mock.call_count == 0
+    assert http_stub.call_count == 0
 
 
-def test_head_is_allowed(hook, requests_mock):
-    requests_mock.head(f"{API}/contacts", status_code=200)
+def test_head_is_allowed(hook, http_stub):
+    http_stub.head("/contacts", status_code=200)
     assert hook.request("HEAD", "/contacts") == {}
+
+
+# -- proxies and redirects ------------------------------------------------------------------
+
+#: A host that never resolves (RFC 6761): only a proxy can reach it, here the stub.
+PROXIED_API = "http://clarky.invalid/api/v1"
+
+
+def use_stub_as_proxy(monkeypatch, http_stub):
+    """The environment names the stub as its HTTP proxy, with a user and a %-encoded password."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", http_stub.url.replace("http://", "http://user:p%40ss@"))
+
+
+def test_http_proxy_from_the_environment_is_used_and_authenticated(monkeypatch, http_stub):
+    use_stub_as_proxy(monkeypatch, http_stub)
+    set_clarky_conn(monkeypatch, host=PROXIED_API, extra={"requests_per_minute": 1_000_000})
+    http_stub.get("/contacts", **page(contacts("c_1", "c_2"), 1, 2))
+    assert [r["id"] for r in ClarkyHook().paginate("contacts")] == ["c_1", "c_2"]
+    (sent,) = http_stub.request_history
+    headers = {name.lower(): value for name, value in sent.headers.items()}  # names as sent
+    # a proxy request: the absolute URL as the target, the proxy's credentials decoded
+    assert sent.target == f"{PROXIED_API}/contacts?page=1&page_size=100"
+    assert headers["host"] == "clarky.invalid"
+    assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_no_proxy_bypasses_the_proxy(monkeypatch, http_stub, refused_url):
+    use_stub_as_proxy(monkeypatch, http_stub)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    set_clarky_conn(monkeypatch, host=refused_url, extra={"requests_per_minute": 1_000_000, "max_retries": 0})
+    # straight to the refusing port instead of through the stub, which would have answered
+    with pytest.raises(ClarkyServerError, match="network error") as info:
+        ClarkyHook().request("GET", "/contacts")
+    assert info.value.status is None
+    assert http_stub.call_count == 0
+
+
+def test_redirect_is_refused_not_followed(hook, http_stub):
+    moved = f"{http_stub.api_url}/moved/contacts"  # on the stub: following it would be counted
+    http_stub.get("/contacts", status_code=302, headers={"Location": moved})
+    http_stub.get("/moved/contacts", **page(contacts("c_1"), 1, 1))
+    with pytest.raises(ClarkyConfigError, match="redirect") as info:
+        hook.request("GET", "/contacts")
+    assert http_stub.call_count == 1
+    message = str(info.value)
+    assert "HTTP 302" in message and repr(moved) in message and "does not follow" in message
+    assert TEST_KEY not in message
 
 
 # -- retries ------------------------------------------------------------------------------
 
 
-def test_429_waits_retry_after_then_retries(hook, requests_mock, fake_clock):
-    requests_mock.get(
-        f"{API}/contacts",
+def test_429_waits_retry_after_then_retries(hook, http_stub, fake_clock):
+    http_stub.get(
+        "/contacts",
         [error(429, "rate_limited", **{"Retry-After": "7"}), page(contacts("c_1"), 1, 1)],
     )
     assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
-    assert requests_mock.call_count == 2
+    assert http_stub.call_count == 2
     waited = max(fake_clock.sleeps)
     assert 7.0 <= waited <= 7.7  # Retry-After plus at most 10% jitter
     assert hook.stats.rate_limited == 1 and hook.stats.retries == 1
@@ -156,24 +222,26 @@ def test_429_waits_retry_after_then_retries(hook, requests_mock, fake_clock):
         {"status_code": 502, "text": "<html><body>Bad Gateway</body></html>"},
         {"status_code": 503, "text": "<html>down</html>"},
         {"status_code": 504, "text": ""},
-        {"exc": requests.ConnectionError("connection reset by peer")},
-        {"exc": requests.ReadTimeout("read timed out")},
+        {"fail": "reset"},
+        {"fail": "timeout"},
         {"status_code": 200, "text": '{"data": [{"id": "c_1"'},
     ],
     ids=["500", "502-html", "503-html", "504", "reset", "timeout", "truncated-json"],
 )
-def test_transient_failures_are_retried(hook, requests_mock, fake_clock, failure):
-    requests_mock.get(f"{API}/contacts", [failure, failure, page(contacts("c_1"), 1, 1)])
+def test_transient_failures_are_retried(monkeypatch, http_stub, fake_clock, failure):
+    # a "timeout" failure is waited out for real: the client gives up after the timeout extra
+    hook = stub_hook(monkeypatch, http_stub, **({"timeout": 0.2} if failure.get("fail") == "timeout" else {}))
+    http_stub.get("/contacts", [failure, failure, page(contacts("c_1"), 1, 1)])
     assert [r["id"] for r in hook.paginate("contacts")] == ["c_1"]
-    assert requests_mock.call_count == 3
+    assert http_stub.call_count == 3
     assert len([s for s in fake_clock.sleeps if s > 0]) == 2
 
 
-def test_backoff_grows_exponentially_with_jitter(monkeypatch, requests_mock, fake_clock):
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 4})
-    requests_mock.get(
-        f"{API}/contacts", status_code=500, json={"error": {"code": "internal_error", "message": "x"}}
+def test_backoff_grows_exponentially_with_jitter(monkeypatch, http_stub, fake_clock):
+    set_clarky_conn(
+        monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 1_000_000, "max_retries": 4}
     )
+    http_stub.get("/contacts", status_code=500, json={"error": {"code": "internal_error", "message": "x"}})
     with pytest.raises(ClarkyServerError, match="gave up after 4 retries"):
         ClarkyHook().request("GET", "/contacts")
     sleeps = [s for s in fake_clock.sleeps if s > 0]
@@ -182,20 +250,22 @@ def test_backoff_grows_exponentially_with_jitter(monkeypatch, requests_mock, fak
         assert 2**attempt / 2 <= slept <= 2**attempt
 
 
-def test_persistent_5xx_gives_up_with_clear_error(hook, requests_mock, fake_clock):
-    requests_mock.get(f"{API}/contacts", status_code=502, text="<html>Bad Gateway</html>")
+def test_persistent_5xx_gives_up_with_clear_error(hook, http_stub, fake_clock):
+    http_stub.get("/contacts", status_code=502, text="<html>Bad Gateway</html>")
     with pytest.raises(ClarkyServerError) as info:
         hook.request("GET", "/contacts")
-    assert requests_mock.call_count == 1 + hook.settings.max_retries
+    assert http_stub.call_count == 1 + hook.settings.max_retries
     message = str(info.value)
     assert "HTTP 502" in message and "non-JSON body" in message and "gave up after 5 retries" in message
 
 
-def test_retrying_is_bounded_by_total_time(monkeypatch, requests_mock, fake_clock):
+def test_retrying_is_bounded_by_total_time(monkeypatch, http_stub, fake_clock):
     set_clarky_conn(
-        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_retries": 100, "retry_backoff": 5}
+        monkeypatch,
+        host=http_stub.api_url,
+        extra={"requests_per_minute": 1_000_000, "max_retries": 100, "retry_backoff": 5},
     )
-    requests_mock.get(f"{API}/contacts", exc=requests.ConnectionError("refused"))
+    http_stub.get("/contacts", fail="reset")
     with pytest.raises(ClarkyServerError, match="gave up after 60s of retrying"):
         ClarkyHook(max_retry_seconds=60).request("GET", "/contacts")
     assert fake_clock.now - 1_000.0 <= 60
@@ -211,23 +281,23 @@ def test_retrying_is_bounded_by_total_time(monkeypatch, requests_mock, fake_cloc
         (422, "validation_error", ClarkyBadRequestError),
     ],
 )
-def test_client_errors_fail_at_once(hook, requests_mock, status, code, exc_type):
-    requests_mock.get(f"{API}/contacts", **error(status, code, "bad thing", **{}))
+def test_client_errors_fail_at_once(hook, http_stub, status, code, exc_type):
+    http_stub.get("/contacts", **error(status, code, "bad thing", **{}))
     with pytest.raises(exc_type) as info:
         hook.request("GET", "/contacts")
-    assert requests_mock.call_count == 1
+    assert http_stub.call_count == 1
     assert (
         info.value.status == status and info.value.code == code and info.value.message.startswith("bad thing")
     )
 
 
-def test_401_says_to_rotate_the_key(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", **error(401, "unauthorized", "Missing or invalid API key"))
+def test_401_says_to_rotate_the_key(hook, http_stub):
+    http_stub.get("/contacts", **error(401, "unauthorized", "Missing or invalid API key"))
     with pytest.raises(ClarkyAuthError, match="invalid or revoked; rotate it"):
         list(hook.paginate("contacts"))
 
 
-def test_error_details_are_kept(hook, requests_mock):
+def test_error_details_are_kept(hook, http_stub):
     body = {
         "error": {
             "code": "validation_error",
@@ -235,7 +305,7 @@ def test_error_details_are_kept(hook, requests_mock):
             "details": {"field": "page_size"},
         }
     }
-    requests_mock.get(f"{API}/contacts", status_code=422, json=body)
+    http_stub.get("/contacts", status_code=422, json=body)
     with pytest.raises(ClarkyBadRequestError) as info:
         hook.request("GET", "/contacts")
     assert info.value.details == {"field": "page_size"}
@@ -244,9 +314,11 @@ def test_error_details_are_kept(hook, requests_mock):
 # -- pacing -------------------------------------------------------------------------------
 
 
-def test_requests_are_paced_under_the_budget(monkeypatch, requests_mock, fake_clock):
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 120, "max_concurrency": 1})
-    requests_mock.get(f"{API}/agents", json={"data": []})
+def test_requests_are_paced_under_the_budget(monkeypatch, http_stub, fake_clock):
+    set_clarky_conn(
+        monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 120, "max_concurrency": 1}
+    )
+    http_stub.get("/agents", json={"data": []})
     hook = ClarkyHook()
     for _ in range(11):
         hook.request("GET", "/agents")
@@ -255,10 +327,10 @@ def test_requests_are_paced_under_the_budget(monkeypatch, requests_mock, fake_cl
     assert fake_clock.now - 1_000.0 == pytest.approx(10 * 60 / (120 * 0.99))
 
 
-def test_exhausted_budget_header_pauses_until_reset(hook, requests_mock, fake_clock):
+def test_exhausted_budget_header_pauses_until_reset(hook, http_stub, fake_clock):
     reset = int(fake_clock.epoch) + 20
-    requests_mock.get(
-        f"{API}/agents",
+    http_stub.get(
+        "/agents",
         json={"data": []},
         headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset), "X-RateLimit-Limit": "120"},
     )
@@ -270,19 +342,19 @@ def test_exhausted_budget_header_pauses_until_reset(hook, requests_mock, fake_cl
 # -- pagination ---------------------------------------------------------------------------
 
 
-def test_pages_until_total_pages(hook, requests_mock):
-    requests_mock.get(
-        f"{API}/contacts",
+def test_pages_until_total_pages(hook, http_stub):
+    http_stub.get(
+        "/contacts",
         [page(contacts(*[f"c_{i}" for i in range(100)]), 1, 102), page(contacts("c_100", "c_101"), 2, 102)],
     )
     assert len(list(hook.paginate("contacts"))) == 102
-    assert requests_mock.call_count == 2
+    assert http_stub.call_count == 2
 
 
-def test_total_pages_is_reread_on_every_page(hook, requests_mock):
+def test_total_pages_is_reread_on_every_page(hook, http_stub):
     full = [f"c_{i}" for i in range(300)]
-    requests_mock.get(
-        f"{API}/contacts",
+    http_stub.get(
+        "/contacts",
         [
             page(contacts(*full[:100]), 1, 200),
             page(contacts(*full[100:200]), 2, 300),  # the CRM grew while we paged
@@ -292,32 +364,32 @@ def test_total_pages_is_reread_on_every_page(hook, requests_mock):
     assert len(list(hook.paginate("contacts"))) == 300
 
 
-def test_stops_on_empty_page_but_a_short_read_never_passes(hook, requests_mock):
+def test_stops_on_empty_page_but_a_short_read_never_passes(hook, http_stub):
     # the totals promise 500 records, the pages end after one: paging stops at the empty page,
     # recovery re-reads within its bound, and the read fails instead of passing for complete
-    requests_mock.get(f"{API}/companies", [page(contacts("co_1"), 1, 500), page([], 2, 500)])
+    http_stub.get("/companies", [page(contacts("co_1"), 1, 500), page([], 2, 500)])
     with pytest.raises(ClarkyIncompleteReadError, match="read 1 of the 500 records") as info:
         list(hook.paginate("companies"))
     assert info.value.missing == 499
-    assert requests_mock.call_count <= 2 + RECOVERY_REQUESTS_PER_PAGE * 5 + 10
+    assert http_stub.call_count <= 2 + RECOVERY_REQUESTS_PER_PAGE * 5 + 10
 
 
-def test_missing_pagination_object_reads_until_short_page(hook, requests_mock):
-    requests_mock.get(
-        f"{API}/companies",
+def test_missing_pagination_object_reads_until_short_page(hook, http_stub):
+    http_stub.get(
+        "/companies",
         [
             {"json": {"data": contacts(*[f"co_{i}" for i in range(100)])}},
             {"json": {"data": contacts("co_x")}},
         ],
     )
     assert len(list(hook.paginate("companies"))) == 101
-    assert requests_mock.call_count == 2
+    assert http_stub.call_count == 2
 
 
-def test_duplicate_ids_across_pages_are_dropped(hook, requests_mock):
+def test_duplicate_ids_across_pages_are_dropped(hook, http_stub):
     first = contacts(*[f"c_{i}" for i in range(100)])
-    requests_mock.get(
-        f"{API}/contacts",
+    http_stub.get(
+        "/contacts",
         [page(first, 1, 101), page(contacts("c_99", "c_5", "9f1c6a9e-8c3b-4ea2-bf8c-5b08f7a4d6c2"), 2, 101)],
     )
     ids = [r["id"] for r in hook.paginate("contacts")]
@@ -326,35 +398,37 @@ def test_duplicate_ids_across_pages_are_dropped(hook, requests_mock):
     assert hook.stats.duplicates_dropped == 2
 
 
-def test_concurrent_pages_arrive_in_page_order(monkeypatch, requests_mock):
+def test_concurrent_pages_arrive_in_page_order(monkeypatch, http_stub):
     set_clarky_conn(
-        monkeypatch, extra={"requests_per_minute": 1_000_000, "max_concurrency": 4, "page_size": 10}
+        monkeypatch,
+        host=http_stub.api_url,
+        extra={"requests_per_minute": 1_000_000, "max_concurrency": 4, "page_size": 10},
     )
     ids = [f"c_{i:03d}" for i in range(95)]
 
-    def respond(request, context):
+    def respond(request):
         number = int(request.qs["page"][0])
         return page(contacts(*ids[(number - 1) * 10 : number * 10]), number, 95, 10)["json"]
 
-    requests_mock.get(f"{API}/contacts", json=respond)
+    http_stub.get("/contacts", json=respond)
     assert [r["id"] for r in ClarkyHook().paginate("contacts")] == ids
 
 
-def test_child_resources_fan_out_and_carry_parent_id(hook, requests_mock):
-    requests_mock.get(f"{API}/pipelines", **page([{"id": "p_1"}, {"id": "p_2"}], 1, 2))
-    requests_mock.get(f"{API}/pipelines/p_1/stages", json={"data": [{"id": "ps_1", "order_index": 0}]})
-    requests_mock.get(f"{API}/pipelines/p_2/stages", json={"data": [{"id": "ps_2", "pipeline_id": "p_2"}]})
+def test_child_resources_fan_out_and_carry_parent_id(hook, http_stub):
+    http_stub.get("/pipelines", **page([{"id": "p_1"}, {"id": "p_2"}], 1, 2))
+    http_stub.get("/pipelines/p_1/stages", json={"data": [{"id": "ps_1", "order_index": 0}]})
+    http_stub.get("/pipelines/p_2/stages", json={"data": [{"id": "ps_2", "pipeline_id": "p_2"}]})
     stages = list(hook.paginate("pipeline_stages"))
     assert [(s["id"], s["pipeline_id"]) for s in stages] == [("ps_1", "p_1"), ("ps_2", "p_2")]
-    assert all("page" not in r.qs for r in requests_mock.request_history[1:])
+    assert all("page" not in r.qs for r in http_stub.request_history[1:])
 
 
-def test_unsupported_filter_is_rejected_locally(hook, requests_mock):
+def test_unsupported_filter_is_rejected_locally(hook, http_stub):
     with pytest.raises(
         ClarkyConfigError, match="'updated_after' is not supported by Clarky resource 'companies'"
     ):
         list(hook.paginate("companies", updated_after="2026-01-01T00:00:00Z"))
-    assert requests_mock.call_count == 0
+    assert http_stub.call_count == 0
 
 
 def test_unknown_resource_lists_valid_names(hook):
@@ -362,29 +436,27 @@ def test_unknown_resource_lists_valid_names(hook):
         list(hook.paginate("deals"))
 
 
-def test_timestamp_filters_are_sent_as_utc(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", **page([], 1, 0))
+def test_timestamp_filters_are_sent_as_utc(hook, http_stub):
+    http_stub.get("/contacts", **page([], 1, 0))
     local = pendulum.datetime(2026, 1, 15, 11, 0, 0, tz="Europe/Zurich")
     list(
         hook.paginate("contacts", updated_after=local, created_before=datetime(2026, 2, 1, 0, 0, 0, 500_000))
     )
-    qs = requests_mock.request_history[0].qs
-    assert qs["updated_after"] == ["2026-01-15t10:00:00z"]  # requests-mock lower-cases query values
-    assert qs["created_before"] == ["2026-02-01t00:00:00.500z"]
+    qs = http_stub.request_history[0].qs
+    assert qs["updated_after"] == ["2026-01-15T10:00:00Z"]
+    assert qs["created_before"] == ["2026-02-01T00:00:00.500Z"]
 
 
-def test_get_record_and_find_by_email(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts/c_1", json={"data": {"id": "c_1"}})
-    requests_mock.get(
-        f"{API}/contacts/by-email", [{"json": {"data": {"id": "c_1"}}}, error(404, "not_found")]
-    )
+def test_get_record_and_find_by_email(hook, http_stub):
+    http_stub.get("/contacts/c_1", json={"data": {"id": "c_1"}})
+    http_stub.get("/contacts/by-email", [{"json": {"data": {"id": "c_1"}}}, error(404, "not_found")])
     assert hook.get_record("contacts", "c_1") == {"id": "c_1"}
     assert hook.find_contact_by_email("ada@example.com") == {"id": "c_1"}
     assert hook.find_contact_by_email("nobody@example.com") is None
 
 
-def test_get_pandas_df(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", **page(contacts("c_1", "c_2"), 1, 2))
+def test_get_pandas_df(hook, http_stub):
+    http_stub.get("/contacts", **page(contacts("c_1", "c_2"), 1, 2))
     frame = hook.get_pandas_df("contacts")
     assert list(frame["id"]) == ["c_1", "c_2"]
 
@@ -420,8 +492,8 @@ def test_malformed_timestamp_filter_names_the_parameter():
 # -- test_connection ----------------------------------------------------------------------
 
 
-def test_test_connection_ok(hook, requests_mock):
-    requests_mock.get(f"{API}/contacts", **page(contacts("c_1"), 1, 42, 1))
+def test_test_connection_ok(hook, http_stub):
+    http_stub.get("/contacts", **page(contacts("c_1"), 1, 42, 1))
     ok, message = hook.test_connection()
     assert ok and "42 contacts" in message
 
@@ -430,15 +502,22 @@ def test_test_connection_ok(hook, requests_mock):
     ("failure", "expected"),
     [
         (error(401, "unauthorized"), "invalid or has been revoked"),
-        ({"exc": requests.ConnectionError("Name or service not known")}, "Could not get an answer"),
-        ({"exc": requests.ConnectTimeout("timed out")}, "no answer within 30s"),
+        ("refused", "Could not get an answer"),
+        ({"fail": "timeout"}, "no answer within 0.2s"),
     ],
+    ids=["401", "refused", "timeout"],
 )
-def test_test_connection_explains_failures(hook, requests_mock, failure, expected):
-    requests_mock.get(f"{API}/contacts", **failure)
+def test_test_connection_explains_failures(monkeypatch, http_stub, refused_url, failure, expected):
+    if failure == "refused":  # nothing listens at the host: the one attempt never reaches a server
+        set_clarky_conn(monkeypatch, host=refused_url)
+        hook = ClarkyHook()
+    else:
+        http_stub.get("/contacts", **failure)
+        hook = stub_hook(monkeypatch, http_stub, **({"timeout": 0.2} if "fail" in failure else {}))
     ok, message = hook.test_connection()
     assert not ok and expected in message
-    assert requests_mock.call_count == 1
+    assert hook.stats.requests == 1
+    assert http_stub.call_count == (0 if failure == "refused" else 1)
     assert TEST_KEY not in message
 
 
@@ -449,23 +528,22 @@ def test_test_connection_explains_failures(hook, requests_mock, failure, expecte
         ("sk_live_" + "x" * 30, "The API key does not start with 'ck_live_'"),
     ],
 )
-def test_malformed_key_message_names_no_temporary_connection_id(
-    monkeypatch, requests_mock, password, expected
-):
+def test_malformed_key_message_names_no_temporary_connection_id(monkeypatch, http_stub, password, expected):
     # the UI's and REST API's Test exports the form as a connection with a random id, as here
     transient = "2E0I2IVl"
-    set_clarky_conn(monkeypatch, conn_id=transient, password=password)
+    set_clarky_conn(monkeypatch, conn_id=transient, host=http_stub.api_url, password=password)
     ok, message = ClarkyHook(transient).test_connection()
     assert not ok and message.startswith(expected)
     assert transient not in message and password not in message
-    assert requests_mock.call_count == 0
+    assert http_stub.call_count == 0
 
 
 # -- secrets ------------------------------------------------------------------------------
 
 
-def test_key_never_appears_in_logs_or_errors(hook, requests_mock, fake_clock, caplog):
+def test_key_never_appears_in_logs_or_errors(monkeypatch, http_stub, fake_clock, caplog):
     """Drive every error path with a known key and look for it in everything we produced."""
+    hook = stub_hook(monkeypatch, http_stub, timeout=0.2)  # "/timeout" waits it out, once per attempt
     echo = {"error": {"code": "bad_request", "message": f"bad header Bearer {TEST_KEY}"}}
     paths = {
         "/r400": {"status_code": 400, "json": echo},
@@ -476,13 +554,13 @@ def test_key_never_appears_in_logs_or_errors(hook, requests_mock, fake_clock, ca
         "/r429": error(429, "rate_limited", **{"Retry-After": "1"}),
         "/r500": error(500, "internal_error"),
         "/r502": {"status_code": 502, "text": f"<html>{TEST_KEY}</html>"},
-        "/reset": {"exc": requests.ConnectionError(f"reset while sending Bearer {TEST_KEY}")},
-        "/timeout": {"exc": requests.ReadTimeout("slow")},
+        "/reset": {"fail": "reset"},
+        "/timeout": {"fail": "timeout"},
         "/truncated": {"status_code": 200, "text": '{"data": ['},
     }
     for path, response in paths.items():
-        requests_mock.get(API + path, **response)
-    requests_mock.get(f"{API}/contacts", **error(401, "unauthorized"))
+        http_stub.get(path, **response)
+    http_stub.get("/contacts", **error(401, "unauthorized"))
     texts = []
     with caplog.at_level(logging.DEBUG):
         for path in paths:
@@ -501,14 +579,16 @@ def test_key_never_appears_in_logs_or_errors(hook, requests_mock, fake_clock, ca
 # -- progress -------------------------------------------------------------------------------
 
 
-def test_progress_lines_are_compact_and_keyless(monkeypatch, requests_mock, fake_clock, caplog):
+def test_progress_lines_are_compact_and_keyless(monkeypatch, http_stub, fake_clock, caplog):
     from clarky_provider.hooks.progress import ProgressLog
 
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 120, "max_concurrency": 1})
+    set_clarky_conn(
+        monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 120, "max_concurrency": 1}
+    )
     ids = [f"c_{i}" for i in range(300)]
     headers = {"X-RateLimit-Remaining": "37", "X-RateLimit-Reset": str(int(fake_clock.epoch) + 60)}
-    requests_mock.get(
-        f"{API}/contacts",
+    http_stub.get(
+        "/contacts",
         [{**page(contacts(*ids[n * 100 : (n + 1) * 100]), n + 1, 300), "headers": headers} for n in range(3)],
     )
     hook = ClarkyHook()
@@ -532,30 +612,30 @@ def test_progress_lines_are_compact_and_keyless(monkeypatch, requests_mock, fake
     assert all("\n" not in line and TEST_KEY not in line for line in lines)
 
 
-def test_huge_and_precise_numbers_decode_exactly(hook, requests_mock):
+def test_huge_and_precise_numbers_decode_exactly(hook, http_stub):
     body = '{"data": [{"id": "c_1", "deal_value": 123456789012345678901234567890, "x": 0.30000000000000004, "y": 1e-7}]}'
-    requests_mock.get(f"{API}/contacts", text=body)
+    http_stub.get("/contacts", text=body)
     (record,) = hook.paginate("contacts")
     assert record["deal_value"] == 123456789012345678901234567890
     assert record["x"] == 0.1 + 0.2 and record["y"] == 1e-7
 
 
-def test_list_that_changes_while_paged_is_read_again(hook, requests_mock, caplog):
+def test_list_that_changes_while_paged_is_read_again(hook, http_stub, caplog):
     # co_new is inserted at the front once page 1 has been served: co_99 shifts onto page 2's
     # first slot, so the first sweep never sees co_new and the count comes up one short.
     listing = [f"co_{i}" for i in range(101)]
 
-    def respond(request, context):
+    def respond(request):
         number = int(request.qs["page"][0])
         served = contacts(*listing[(number - 1) * 100 : number * 100])
         if number == 1 and "co_new" not in listing:
             listing.insert(0, "co_new")
         return page(served, number, len(listing))["json"]
 
-    requests_mock.get(f"{API}/companies", json=respond)
+    http_stub.get("/companies", json=respond)
     ids = [r["id"] for r in hook.paginate("companies")]
     assert sorted(ids) == sorted(listing) and len(ids) == 102
-    assert requests_mock.call_count == 3  # the re-sweep stops at the page that completes the count
+    assert http_stub.call_count == 3  # the re-sweep stops at the page that completes the count
     assert (
         "101 of 102 records seen after one sweep (1 missing, pages repeated records); re-reading with further sweeps"
         in caplog.text

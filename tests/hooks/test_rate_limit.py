@@ -23,7 +23,6 @@ from clarky_provider.hooks.rate_limit import RateLimiter
 from clarky_provider.testing import ClarkyEmulator
 from tests.conftest import TEST_KEY, set_clarky_conn
 
-API = "https://clarky.ai/api/v1"
 INTERVAL = 60 / (120 * 0.99)
 
 
@@ -160,14 +159,16 @@ def test_requests_per_minute_stays_the_ceiling(folder, fake_clock):
     assert one.acquire() == pytest.approx(INTERVAL)
 
 
-def test_the_hook_passes_the_limit_header(monkeypatch, requests_mock, fake_clock):
-    set_clarky_conn(monkeypatch, extra={"requests_per_minute": 120, "max_concurrency": 1})
+def test_the_hook_passes_the_limit_header(monkeypatch, http_stub, fake_clock):
+    set_clarky_conn(
+        monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 120, "max_concurrency": 1}
+    )
     headers = {
         "X-RateLimit-Limit": "120",
         "X-RateLimit-Remaining": "2",
         "X-RateLimit-Reset": f"{fake_clock.epoch + 30.5}",
     }
-    requests_mock.get(f"{API}/agents", json={"data": []}, headers=headers)
+    http_stub.get("/agents", json={"data": []}, headers=headers)
     hook = ClarkyHook()
     hook.request("GET", "/agents")
     hook.request("GET", "/agents")
@@ -177,10 +178,10 @@ def test_the_hook_passes_the_limit_header(monkeypatch, requests_mock, fake_clock
 # -- the state file -----------------------------------------------------------------------------
 
 
-def test_state_file_is_private_and_holds_only_times(monkeypatch, requests_mock, folder, fake_clock):
+def test_state_file_is_private_and_holds_only_times(monkeypatch, http_stub, folder, fake_clock):
     monkeypatch.setenv(rate_limit.DIR_ENV, str(folder))
-    set_clarky_conn(monkeypatch)
-    requests_mock.get(f"{API}/agents", json={"data": []})
+    set_clarky_conn(monkeypatch, host=http_stub.api_url)
+    http_stub.get("/agents", json={"data": []})
     hook = ClarkyHook()
     hook.request("GET", "/agents")
     path = hook.limiter.state_path
@@ -265,10 +266,11 @@ def test_times_far_ahead_are_ignored(folder, fake_clock):
 #: (as LocalExecutor and Celery workers start theirs), so three imports do not make the test slow;
 #: every limiter is created after the fork, so the processes share nothing but the state folder.
 #: Each builds its hook, warms the client up, and all start paging together at a barrier. The
-#: warm-up is an unauthenticated request, which the server answers 401 without counting it:
-#: on the test's 10x clock a cold first request (session, connection, lazy imports; 100-200 ms
-#: on a loaded machine) lands several 50 ms slots late, together with the next ones, which in
-#: real time (0.5 s slots) it would not.
+#: warm-up is an unauthenticated request through the hook's own client (its headers without
+#: the key), which the server answers 401 without counting it and which leaves a pooled
+#: connection open: on the test's 10x clock a cold first request (client, connection, lazy
+#: imports; 100-200 ms on a loaded machine) lands several 50 ms slots late, together with the
+#: next ones, which in real time (0.5 s slots) it would not.
 LAUNCHER = """
 import json, logging, multiprocessing, sys
 from clarky_provider.hooks.clarky import ClarkyHook
@@ -277,7 +279,9 @@ def task(start, results):
     logging.getLogger("clarky_provider.hooks.clarky").setLevel(logging.ERROR)  # no 429 retry lines
     hook = ClarkyHook(max_retry_seconds=60)
     hook.limiter
-    hook.get_conn().get(hook.settings.base_url + "/contacts", headers={"Authorization": None}, timeout=30)
+    client = hook.get_conn()
+    keyless = {name: value for name, value in client.headers.items() if name != "Authorization"}
+    client.request("GET", "/contacts", None, keyless)
     start.wait(timeout=60)
     records = sum(1 for _ in hook.paginate("contacts"))
     results.put({"records": records, "requests": hook.stats.requests})
