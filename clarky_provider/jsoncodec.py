@@ -9,6 +9,7 @@ takes the standard library, so nothing is rejected that ``json.loads`` would acc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -25,6 +26,11 @@ def loads(body: bytes) -> Any:
 def dumps(value: Any) -> str | None:
     """Compact JSON text of a value (None stays None)."""
     return None if value is None else msgspec.json.encode(value).decode()
+
+
+#: Compact JSON as UTF-8 bytes, for a warehouse that turns them into text itself (SQLite's
+#: ``CAST(? AS TEXT)``): no decoding into a ``str`` that the driver would encode again.
+dumps_utf8: Callable[[Any], bytes] = msgspec.json.encode
 
 
 def dumps_jsonb(value: Any) -> bytes:

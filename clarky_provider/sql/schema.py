@@ -160,8 +160,8 @@ class TableLayout(Columns):
         ]
         super().__init__(tuple(columns), resource.primary_key)
         self._derived = tuple(derive for _, derive in derived)
-        self._known = frozenset(resource.field_index)
-        self._reported_unknown: set[str] = set()
+        #: The catalog's fields and the unknown ones already reported (each is logged once).
+        self._seen_fields: set[str] = set(resource.field_index)
         self._row = self.row_maker()
 
     def row(self, record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
@@ -187,13 +187,13 @@ class TableLayout(Columns):
         jsons = tuple(i for i, f in enumerate(fields) if f.type in JSON_TYPES)
         converters = {**CONVERTERS, FieldType.TIMESTAMP: timestamp}
         typed = tuple((i, converters[f.type]) for i, f in enumerate(fields) if f.type in converters)
-        derived, known, known_count = self._derived, self._known, len(self._known)
+        derived, seen_fields = self._derived, self._seen_fields
         encode = self.encoder(encode_json)
 
         def row(
             record: dict[str, Any], metadata: Metadata, encoded: Encoded | None = None
         ) -> tuple[Any, ...]:
-            if len(record) > known_count or not known.issuperset(record):
+            if not seen_fields.issuperset(record):
                 self._report_unknown(record)
             values = list(map(record.get, names))
             for i in strings:
@@ -239,8 +239,8 @@ class TableLayout(Columns):
         return encode
 
     def _report_unknown(self, record: dict[str, Any]) -> None:
-        for name in record.keys() - self._known - self._reported_unknown:
-            self._reported_unknown.add(name)
+        for name in sorted(record.keys() - self._seen_fields):
+            self._seen_fields.add(name)
             log.warning(
                 "Clarky %s has a field %r that the catalog does not know yet; it is kept in the %s column.",
                 self.resource.name,

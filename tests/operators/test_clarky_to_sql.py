@@ -344,3 +344,16 @@ def test_snowflake_runs_no_ddl_inside_the_transaction(emulator, warehouse, monke
     with pytest.raises(ClarkyLoadError, match="DDL inside an explicit transaction"):
         load(resource="agents", write_mode="replace")
     assert len(warehouse.rows("agents")) == 3
+
+
+def test_sqlite_stores_json_as_text_that_its_json_functions_read(emulator, warehouse):
+    """SQLite takes JSON as UTF-8 bytes cast to text: never a BLOB (which json_extract would
+    read as SQLite's binary JSONB)."""
+    if warehouse.kind != "sqlite":
+        pytest.skip("SQLite's CAST of JSON bytes to text")
+    load(resource="contacts")
+    stored = warehouse.query(
+        "SELECT typeof(_raw), typeof(tags), typeof(custom_fields), json_extract(_raw, '$.id') = id "
+        "FROM contacts WHERE tags IS NOT NULL AND custom_fields IS NOT NULL"
+    )
+    assert len(stored) > 100 and set(stored) == {("text", "text", "text", 1)}
