@@ -11,6 +11,7 @@ to it over real sockets, so its HTTP client is what is tested, never a mock of i
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class HttpStub:
     routes: dict[tuple[str, str], _Route] = field(default_factory=dict)
     request_history: list[SentRequest] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
+    #: The certificate an HTTPS stub presents, as a CA bundle that trusts it (set by its fixture).
+    tls_certificate: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -138,11 +141,14 @@ class _Server(ThreadingHTTPServer):
         self.stub = stub
 
 
-def serve() -> Iterator[HttpStub]:
-    """Run a stub on a free loopback port for the duration of a test, then stop it."""
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[HttpStub]:
+    """Run a stub on a free loopback port for the duration of a test, then stop it; with
+    ``tls`` (a server context) it speaks HTTPS."""
     stub = HttpStub()
     server = _Server(stub)
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    stub.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

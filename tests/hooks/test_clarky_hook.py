@@ -200,6 +200,75 @@ def test_redirect_is_refused_not_followed(hook, http_stub):
     assert TEST_KEY not in message
 
 
+@pytest.fixture
+def https_stub(tmp_path):
+    """The scripted server over TLS, with a self-signed certificate for 127.0.0.1 (in
+    ``tls_certificate``, the CA bundle that trusts it)."""
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.http_stub import serve
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clarky test")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "stub.pem", tmp_path / "stub.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    for stub in serve(context):
+        stub.tls_certificate = str(cert_file)
+        yield stub
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_https_trusts_the_ca_bundle_the_environment_names(monkeypatch, https_stub, variable):
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, https_stub.tls_certificate)
+    set_clarky_conn(monkeypatch, host=https_stub.api_url, extra={"requests_per_minute": 1_000_000})
+    https_stub.get("/contacts", **page(contacts("c_1"), 1, 1))
+    assert https_stub.api_url.startswith("https://")
+    assert [r["id"] for r in ClarkyHook().paginate("contacts")] == ["c_1"]
+
+
+def test_https_refuses_a_certificate_no_bundle_trusts(monkeypatch, https_stub):
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)  # certifi's bundle, which does not hold the stub's
+    set_clarky_conn(
+        monkeypatch, host=https_stub.api_url, extra={"requests_per_minute": 1_000_000, "max_retries": 0}
+    )
+    https_stub.get("/contacts", **page(contacts("c_1"), 1, 1))
+    with pytest.raises(ClarkyServerError, match=r"network error .*SSLError.*CERTIFICATE_VERIFY_FAILED"):
+        ClarkyHook().request("GET", "/contacts")
+    assert https_stub.call_count == 0
+
+
 # -- retries ------------------------------------------------------------------------------
 
 
