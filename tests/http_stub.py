@@ -77,7 +77,7 @@ class HttpStub:
         """Answer ``GET path`` (under the API prefix) with ``responses`` in turn, or ``response``.
 
         A response has ``status_code`` (200), a body as ``json`` (a value, or a function of the
-        request returning one) or ``text``, and ``headers``; ``fail="reset"`` closes the
+        request returning one), ``text`` or ``body`` (bytes, as sent), and ``headers``; ``fail="reset"`` closes the
         connection without an answer, ``fail="timeout"`` holds it until the client gives up.
         """
         self._route("GET", path, responses, response)
@@ -122,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "json" in response:
             body = json.dumps(response["json"]).encode()
+        elif "body" in response:
+            body = response["body"]
         else:
             body = str(response.get("text", "")).encode()
         self.send_response(response.get("status_code", 200))

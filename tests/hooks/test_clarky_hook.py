@@ -4,6 +4,8 @@ pagination, retries, pacing, errors, secrets, proxies and redirects."""
 from __future__ import annotations
 
 import base64
+import gzip
+import json
 import logging
 import re
 import socket
@@ -198,6 +200,13 @@ def test_redirect_is_refused_not_followed(hook, http_stub):
     message = str(info.value)
     assert "HTTP 302" in message and repr(moved) in message and "does not follow" in message
     assert TEST_KEY not in message
+
+
+def test_compressed_answers_are_asked_for_and_decoded(hook, http_stub):
+    body = gzip.compress(json.dumps(page(contacts("c_1", "c_2"), 1, 2)["json"]).encode())
+    http_stub.get("/contacts", body=body, headers={"Content-Encoding": "gzip"})
+    assert [r["id"] for r in hook.paginate("contacts")] == ["c_1", "c_2"]
+    assert "gzip" in http_stub.request_history[0].headers["Accept-Encoding"]
 
 
 @pytest.fixture
