@@ -5,9 +5,9 @@ the API: ``requests`` spent about 1 ms of CPU a page on what such a read never u
 jars, redirect resolution, hooks, request preparation), a quarter of a 20,000-contact load
 into SQLite (docs/benchmarks.md). This client sends the request through urllib3, the pool
 ``requests`` itself uses, and keeps what ``requests`` would have taken from the environment:
-``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY``, and ``REQUESTS_CA_BUNDLE`` or
-``CURL_CA_BUNDLE`` (else certifi's bundle). Redirects are not followed: the key would go with
-them.
+``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` (HTTP proxies) and ``NO_PROXY``, and
+``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` (else certifi's bundle). Redirects are not
+followed: the key would go with them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 import certifi
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
+
+from clarky_provider.exceptions import ClarkyConfigError
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class HttpClient:
         self.base_url = base_url
         self.headers = {**urllib3.util.make_headers(accept_encoding=True), **headers}
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self._pool = _pool_manager(proxy_for(base_url), maxsize=max_connections, ca_certs=ca_bundle())
+        self._pool = _pool_manager(proxy_for(base_url), maxsize=max_connections, **trusted_cas())
 
     def request(
         self,
@@ -85,13 +87,15 @@ class HttpClient:
 
 
 def _pool_manager(proxy: str | None, **options: Any) -> urllib3.PoolManager:
-    """Direct connections, or through ``proxy`` (``user:password@`` in it authenticates)."""
+    """Direct connections, or through an HTTP(S) ``proxy`` (``user:password@`` in it authenticates)."""
     if proxy is None:
         return urllib3.PoolManager(**options)
-    if proxy.startswith("socks"):
-        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as requests does
-
-        return SOCKSProxyManager(proxy, **options)
+    scheme = urlsplit(proxy).scheme
+    if scheme not in ("http", "https"):
+        raise ClarkyConfigError(
+            f"The environment names a {scheme} proxy for the Clarky API; the hook speaks to HTTP and "
+            "HTTPS proxies only. Set HTTPS_PROXY to an HTTP proxy, or add the API's host to NO_PROXY."
+        )
     auth = urllib3.util.parse_url(proxy).auth
     headers = urllib3.util.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
     return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
@@ -106,6 +110,8 @@ def proxy_for(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all")
 
 
-def ca_bundle() -> str:
-    """The CA bundle ``requests`` would verify with: the environment's, else certifi's."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+def trusted_cas() -> dict[str, str]:
+    """The CAs ``requests`` would verify with: the environment's bundle (a file, or a directory
+    of hashed certificates), else certifi's."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}

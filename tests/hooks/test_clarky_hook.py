@@ -8,7 +8,9 @@ import gzip
 import json
 import logging
 import re
+import shutil
 import socket
+import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pendulum
@@ -190,6 +192,17 @@ def test_no_proxy_bypasses_the_proxy(monkeypatch, http_stub, refused_url):
     assert http_stub.call_count == 0
 
 
+def test_a_socks_proxy_is_refused_with_the_fix(monkeypatch, http_stub):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    set_clarky_conn(monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 1_000_000})
+    with pytest.raises(ClarkyConfigError, match=r"socks5 proxy .* HTTP and HTTPS proxies only.*NO_PROXY"):
+        ClarkyHook().request("GET", "/contacts")
+    assert http_stub.call_count == 0
+
+
 def test_redirect_is_refused_not_followed(hook, http_stub):
     moved = f"{http_stub.api_url}/moved/contacts"  # on the stub: following it would be counted
     http_stub.get("/contacts", status_code=302, headers={"Location": moved})
@@ -255,11 +268,22 @@ def https_stub(tmp_path):
         yield stub
 
 
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-def test_https_trusts_the_ca_bundle_the_environment_names(monkeypatch, https_stub, variable):
+@pytest.mark.parametrize(
+    ("variable", "form"),
+    [("REQUESTS_CA_BUNDLE", "file"), ("CURL_CA_BUNDLE", "file"), ("REQUESTS_CA_BUNDLE", "directory")],
+)
+def test_https_trusts_the_ca_bundle_the_environment_names(monkeypatch, https_stub, tmp_path, variable, form):
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(variable, https_stub.tls_certificate)
+    bundle = https_stub.tls_certificate
+    if form == "directory":  # OpenSSL's layout: each certificate under its subject hash
+        subject_hash = subprocess.run(
+            ["openssl", "x509", "-hash", "-noout", "-in", bundle], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        (tmp_path / "cas").mkdir()
+        shutil.copy(bundle, tmp_path / "cas" / f"{subject_hash}.0")
+        bundle = str(tmp_path / "cas")
+    monkeypatch.setenv(variable, bundle)
     set_clarky_conn(monkeypatch, host=https_stub.api_url, extra={"requests_per_minute": 1_000_000})
     https_stub.get("/contacts", **page(contacts("c_1"), 1, 1))
     assert https_stub.api_url.startswith("https://")
