@@ -77,8 +77,9 @@ class HttpStub:
         """Answer ``GET path`` (under the API prefix) with ``responses`` in turn, or ``response``.
 
         A response has ``status_code`` (200), a body as ``json`` (a value, or a function of the
-        request returning one), ``text`` or ``body`` (bytes, as sent), and ``headers``; ``fail="reset"`` closes the
-        connection without an answer, ``fail="timeout"`` holds it until the client gives up.
+        request returning one), ``text`` or ``body`` (bytes, as sent), and ``headers``;
+        ``fail="reset"`` closes the connection without an answer, ``fail="timeout"`` holds it
+        until the client gives up.
         """
         self._route("GET", path, responses, response)
 

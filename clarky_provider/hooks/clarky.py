@@ -6,10 +6,10 @@ jittered exponential backoff), paces itself under the key's budget, and never le
 reach a log line or an exception.
 
 This module is the connection and one request (pacing, retries, typed errors); the rest lives
-beside it: ``http`` (the HTTP client), ``settings`` (the connection's checked settings), ``pages`` (one
-list's pages in order), ``listing`` (complete reads against ``total`` and the fan-out over
-parents), ``rate_limit`` (the key's budget, shared across processes), ``progress`` and ``bill``
-(what the task log says).
+beside it: ``http`` (the HTTP client), ``settings`` (the connection's checked settings),
+``pages`` (one list's pages in order), ``listing`` (complete reads against ``total`` and the
+fan-out over parents), ``rate_limit`` (the key's budget, shared across processes), ``progress``
+and ``bill`` (what the task log says).
 """
 
 from __future__ import annotations
@@ -258,10 +258,11 @@ class ClarkyHook(BaseHook):
         if response.status >= 400:
             raise self._api_error(response, path)
         if response.status >= 300:
+            location = self._scrub(str(response.headers.get("Location")))
             raise ClarkyConfigError(
-                f"Clarky answered {path} with HTTP {response.status}, a redirect to "
-                f"{self._scrub(str(response.headers.get('Location')))!r}, which the hook does not follow (the key would go "
-                "with it). Set the connection's host to the API's address."
+                f"Clarky answered {path} with HTTP {response.status}, a redirect to {location!r}, "
+                "which the hook does not follow (the key would go with it). Set the connection's "
+                "host to the API's address."
             )
         if method == "HEAD":
             return {}
