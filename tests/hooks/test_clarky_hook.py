@@ -159,11 +159,20 @@ def test_head_is_allowed(hook, http_stub):
 PROXIED_API = "http://clarky.invalid/api/v1"
 
 
-def use_stub_as_proxy(monkeypatch, http_stub):
-    """The environment names the stub as its HTTP proxy, with a user and a %-encoded password."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def unset(monkeypatch, names):
+    """Remove environment variables in either case (the proxy ones are read in both)."""
+    for name in names:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+def use_stub_as_proxy(monkeypatch, http_stub):
+    """The environment names the stub as its HTTP proxy, with a user and a %-encoded password."""
+    unset(monkeypatch, PROXY_VARIABLES)
     monkeypatch.setenv("HTTP_PROXY", http_stub.url.replace("http://", "http://user:p%40ss@"))
 
 
@@ -193,9 +202,7 @@ def test_no_proxy_bypasses_the_proxy(monkeypatch, http_stub, refused_url):
 
 
 def test_a_socks_proxy_is_refused_with_the_fix(monkeypatch, http_stub):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+    unset(monkeypatch, PROXY_VARIABLES)
     monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
     set_clarky_conn(monkeypatch, host=http_stub.api_url, extra={"requests_per_minute": 1_000_000})
     with pytest.raises(ClarkyConfigError, match=r"socks5 proxy .* HTTP and HTTPS proxies only.*NO_PROXY"):
@@ -273,8 +280,7 @@ def https_stub(tmp_path):
     [("REQUESTS_CA_BUNDLE", "file"), ("CURL_CA_BUNDLE", "file"), ("REQUESTS_CA_BUNDLE", "directory")],
 )
 def test_https_trusts_the_ca_bundle_the_environment_names(monkeypatch, https_stub, tmp_path, variable, form):
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
+    unset(monkeypatch, CA_VARIABLES)
     bundle = https_stub.tls_certificate
     if form == "directory":  # OpenSSL's layout: each certificate under its subject hash
         subject_hash = subprocess.run(
@@ -291,8 +297,7 @@ def test_https_trusts_the_ca_bundle_the_environment_names(monkeypatch, https_stu
 
 
 def test_https_refuses_a_certificate_no_bundle_trusts(monkeypatch, https_stub):
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)  # certifi's bundle, which does not hold the stub's
+    unset(monkeypatch, CA_VARIABLES)  # certifi's bundle, which does not hold the stub's
     set_clarky_conn(
         monkeypatch, host=https_stub.api_url, extra={"requests_per_minute": 1_000_000, "max_retries": 0}
     )

@@ -17,7 +17,7 @@ from airflow.providers.common.sql.dialects.dialect import Dialect
 
 from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.resources import FieldType
-from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Columns, timestamp_or_none
+from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns, timestamp_or_none
 
 Row = tuple[Any, ...]
 RowWriter = Callable[[Row], None]
@@ -186,8 +186,12 @@ class WarehouseDialect(Dialect):
         return timestamp_or_none
 
     def insert_values(self, table: str, columns: Columns) -> str:
-        marks = ", ".join([self.placeholder] * len(columns.names))
+        marks = ", ".join(self.value_mark(column) for column in columns.columns)
         return f"INSERT INTO {table} ({self.column_list(columns)}) VALUES ({marks})"
+
+    def value_mark(self, column: Column) -> str:
+        """The ``VALUES`` entry of one column: its placeholder, or an expression around it."""
+        return self.placeholder
 
     @contextmanager
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:

@@ -155,9 +155,9 @@ class MySqlDialect(WarehouseDialect):
         """``LOAD DATA LOCAL INFILE`` of a tab-separated file per ``file_rows`` rows (fewer if
         ``batch_size`` says so) when the client and server allow it (MariaDB's defaults; MySQL 8
         needs ``local_infile`` on both sides), else multi-row ``INSERT``s: 1.2-1.45x the rows a
-        second on 20k contacts. Each
-        ``LOAD DATA`` runs in a thread of its own (mysqlclient lets go of the GIL while the
-        server works) while the next file is written, one at a time on the load's cursor.
+        second on 20k contacts. Each ``LOAD DATA`` runs in a thread of its own (mysqlclient lets
+        go of the GIL while the server works) while the next file is written, one at a time on
+        the load's cursor.
 
         ``LOCAL`` turns strict mode's errors into warnings (the server cannot stop the client's
         file midway): a truncated or out-of-range value would land silently, so any warning

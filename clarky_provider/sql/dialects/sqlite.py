@@ -10,7 +10,7 @@ from clarky_provider.jsoncodec import dumps_utf8
 from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
-from clarky_provider.sql.schema import JSON_TYPES, Columns, timestamp_text
+from clarky_provider.sql.schema import JSON_TYPES, Column, Columns, timestamp_text
 
 
 class SqliteDialect(WarehouseDialect):
@@ -65,14 +65,12 @@ class SqliteDialect(WarehouseDialect):
     def timestamp_encoder(self) -> Callable[[Any], Any]:
         return timestamp_text("T", "+00:00", "milliseconds")
 
-    def insert_values(self, table: str, columns: Columns) -> str:
+    def value_mark(self, column: Column) -> str:
         """JSON columns arrive as UTF-8 bytes and are stored as text: ``CAST(? AS TEXT)``
         (a quarter less time making and inserting rows than decoding them into ``str`` first)."""
-        marks = ", ".join(
-            f"CAST({self.placeholder} AS TEXT)" if c.type in JSON_TYPES else self.placeholder
-            for c in columns.columns
-        )
-        return f"INSERT INTO {table} ({self.column_list(columns)}) VALUES ({marks})"
+        if column.type in JSON_TYPES:
+            return f"CAST({self.placeholder} AS TEXT)"
+        return self.placeholder
 
     def key_order(self, columns: Columns) -> str:
         return ""  # one writer at a time (``begin``): no row locks to take in order
