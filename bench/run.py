@@ -145,6 +145,30 @@ def run_child(
     return result
 
 
+#: Process names of the database servers a run may keep busy (``/proc/<pid>/stat``).
+SERVER_PROCESSES = {"(postgres)", "(mariadbd)", "(mysqld)"}
+
+
+def server_cpu_seconds() -> float | None:
+    """CPU seconds used so far by every database server process on this machine (Linux), so a
+    run's figures show what the server spent beside what the measured process did.
+
+    A PostgreSQL backend ends with its connection: its time then moves to the postmaster's
+    ``cutime``/``cstime`` (children waited for), which are counted too."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields[1] in SERVER_PROCESSES:
+            total += sum(int(value) for value in fields[13:17]) / ticks
+    return total
+
+
 #: What a measured process imports before its clock starts, per engine: the Airflow hook, the
 #: driver and the SQLAlchemy dialect of the naive baseline.
 PRELOAD = {
@@ -192,17 +216,29 @@ def child(args: argparse.Namespace) -> None:
         }
         if args.kind == "resync":
             operator_load(args)  # the table is full before the clock starts
-        started = time.monotonic()
+        server_started = server_cpu_seconds()  # a scan of /proc, outside the clock
+        started, cpu_started = time.monotonic(), _cpu_seconds()
         records, requests_made, limited = load[args.kind](args)
-        seconds = time.monotonic() - started
+        seconds, cpu_seconds = time.monotonic() - started, _cpu_seconds() - cpu_started
+        time.sleep(0.2)  # a closed PostgreSQL backend's time reaches the postmaster once reaped
+        server_ended = server_cpu_seconds()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     figures = {
         "records": records,
         "seconds": seconds,
         "requests": requests_made,
         "429s": limited,
+        "cpu_seconds": cpu_seconds,
     }
+    if server_started is not None and server_ended is not None:
+        figures["server_cpu_seconds"] = server_ended - server_started
     print(json.dumps({**figures, "peak_rss_mb": peak_kb / 1024}))
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process so far, every thread (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def operator_load(args: argparse.Namespace, **kwargs: object) -> tuple[int, int, int]:

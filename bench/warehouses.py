@@ -9,9 +9,10 @@ and the naive baseline (``requests`` page by page, pandas ``to_sql`` per page). 
 process serves every run, without rate limit or latency; each run is a fresh child process on a
 fresh database (run.py's ``run_child``), its imports loaded before the clock starts. With
 ``--repeat`` > 1 the runs are interleaved (every engine and kind once, then again) and the run
-of median time is shown. An engine is skipped, with the reason printed, when the operator has no
-dialect for it (``DIALECTS``), its server is not running or a module is missing; a run that fails
-drops its engine with the error. Figures are printed, never asserted.
+of median time is shown, with its CPU seconds (the measured process's, and the database
+server's). An engine is skipped, with the reason printed, when the operator has no dialect for
+it (``DIALECTS``), its server is not running or a module is missing; a run that fails drops its
+engine with the error. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ NOTES = {
         "loop writes with to_sql(method=pd_writer) through snowflake-sqlalchemy: write_pandas per page",
     )
 }
+
+
+def _seconds(run: dict[str, float]) -> str:
+    """``wall, our CPU, server CPU`` of a run, in seconds (``-`` for no server)."""
+    server = run.get("server_cpu_seconds")
+    served = "-" if server is None or run["target"] in EMBEDDED else f"{server:.2f}"
+    return f"{run['seconds']:.2f}, {run['cpu_seconds']:.2f}, {served}"
+
+
+#: Engines that run inside the measured process: no server CPU to show.
+EMBEDDED = {"sqlite", "duckdb", "snowflake"}
 
 
 def skip_reason(engine: str) -> str | None:
@@ -79,6 +91,15 @@ def bench_warehouses(args: argparse.Namespace) -> None:
             rate = {name: r["records"] / r["seconds"] for (e, name), r in medians.items() if e == engine}
             first, resync = (rate[name] / rate[NAIVE] for name in OURS)
             print(f"  {engine:<26} {first:>9.1f}x {resync:>8.1f}x")
+        print(f"\n  {'seconds of the median run':<26}" + "".join(f" {name:>26}" for name in KINDS))
+        print(f"  {'(wall, our CPU, server CPU)':<26}")
+        for engine in engines:
+            print(f"  {engine:<26}" + "".join(f" {_seconds(medians[engine, name]):>26}" for name in KINDS))
+        print(
+            "  Our CPU is the measured process's, every thread; server CPU is the database server's\n"
+            "  processes' over the run (the embedded engines work inside our process). Both share\n"
+            "  the machine's cores with each other and with the emulator."
+        )
         print()
         for engine in engines:
             for number, line in enumerate(NOTES.get(engine, ())):
