@@ -30,7 +30,8 @@ _MODULES = {
     "duckdb": ("duckdb", "duckdb_engine"),
     "snowflake": ("fakesnow", "snowflake.sqlalchemy"),
 }
-_SERVERS = {
+#: Engines with a server process of their own: the variable that names it, and what it is.
+SERVERS = {
     "postgres": ("CLARKY_TEST_POSTGRES_URI", "PostgreSQL"),
     "mysql": ("CLARKY_TEST_MYSQL_URI", "MariaDB"),
 }
@@ -51,8 +52,8 @@ def unavailable(engine: str) -> str | None:
     """Why ``engine`` cannot be benchmarked here (no server, a missing module), or None."""
     if engine not in ENGINES:
         return f"unknown engine (known: {', '.join(ENGINES)})"
-    if engine in _SERVERS and not os.environ.get(_SERVERS[engine][0]):
-        variable, server = _SERVERS[engine]
+    if engine in SERVERS and not os.environ.get(SERVERS[engine][0]):
+        variable, server = SERVERS[engine]
         return f"no {server} server ({variable} unset: run under scripts/with-warehouses.sh)"
     missing = [m for m in _MODULES.get(engine, ()) if importlib.util.find_spec(m) is None]
     if missing:

@@ -37,12 +37,8 @@ NOTES = {
 def _seconds(run: dict[str, float]) -> str:
     """``wall, our CPU, server CPU`` of a run, in seconds (``-`` for no server)."""
     server = run.get("server_cpu_seconds")
-    served = "-" if server is None or run["target"] in EMBEDDED else f"{server:.2f}"
+    served = "-" if server is None else f"{server:.2f}"
     return f"{run['seconds']:.2f}, {run['cpu_seconds']:.2f}, {served}"
-
-
-#: Engines that run inside the measured process: no server CPU to show.
-EMBEDDED = {"sqlite", "duckdb", "snowflake"}
 
 
 def skip_reason(engine: str) -> str | None:

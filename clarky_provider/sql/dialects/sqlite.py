@@ -60,7 +60,7 @@ class SqliteDialect(WarehouseDialect):
         return names or None
 
     def json_encoder(self, cursor: Any) -> Callable[[Any], Any]:
-        return dumps_utf8  # bytes, made text by ``insert_values``
+        return dumps_utf8  # bytes, made text by ``value_mark``'s CAST
 
     def timestamp_encoder(self) -> Callable[[Any], Any]:
         return timestamp_text("T", "+00:00", "milliseconds")
