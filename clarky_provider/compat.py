@@ -9,6 +9,7 @@ package runs on every Airflow 3 minor (docs/airflow-versions.md). Where they liv
   from 3.2. They must be the classes the running Airflow's task runner catches: an
   ``AirflowFailException`` from the wrong module would be retried like any other error.
 * ``Asset``, ``BaseOperator``, ``ObjectStoragePath``: ``airflow.sdk`` on every 3.x.
+* ``AirflowProviderDeprecationWarning``: ``airflow.exceptions`` on every 3.x.
 * For DAG tests (ours and users'), loaded on first use: ``DagBag`` (``airflow.models.dagbag``
   on 3.0 and 3.1, ``airflow.dag_processing.dagbag`` from 3.2) and ``DagSerialization``
   (``SerializedDAG`` of ``airflow.serialization.serialized_objects`` on 3.0 and 3.1).
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "AirflowException",
     "AirflowFailException",
+    "AirflowProviderDeprecationWarning",
     "Asset",
     "BaseHook",
     "BaseOperator",
@@ -42,6 +44,7 @@ _COMMON_COMPAT_SDK = "airflow.providers.common.compat.sdk"
 _LOCATIONS: dict[str, tuple[str, ...]] = {
     "AirflowException": ("airflow.sdk.exceptions", "airflow.exceptions"),
     "AirflowFailException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "AirflowProviderDeprecationWarning": ("airflow.exceptions",),
     "Asset": ("airflow.sdk",),
     "BaseHook": ("airflow.sdk", "airflow.hooks.base"),
     "BaseOperator": ("airflow.sdk",),
@@ -78,12 +81,14 @@ def _resolve(name: str) -> Any:
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.exceptions import AirflowProviderDeprecationWarning
     from airflow.sdk import Asset, BaseHook, BaseOperator, ObjectStoragePath
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
     from airflow.serialization.serialized_objects import DagSerialization
 else:
     AirflowException = _resolve("AirflowException")
     AirflowFailException = _resolve("AirflowFailException")
+    AirflowProviderDeprecationWarning = _resolve("AirflowProviderDeprecationWarning")
     Asset = _resolve("Asset")
     BaseHook = _resolve("BaseHook")
     BaseOperator = _resolve("BaseOperator")

@@ -115,7 +115,17 @@ class ClarkyRateLimitError(ClarkyAPIError):
 
 
 class ClarkyServerError(ClarkyAPIError):
-    """5xx, network failures, timeouts and undecodable bodies: transient, retried with backoff."""
+    """5xx, broken connections, timeouts and undecodable bodies: transient, retried with backoff."""
+
+    retryable = True
+
+
+class ClarkyConnectionError(ClarkyAPIError):
+    """No connection could be made (refused, unknown host, proxy failure, connect timeout).
+
+    Retried briefly (a restarting gateway), then reported with the URL tried: most often the
+    connection's Base URL is wrong or the worker cannot reach it.
+    """
 
     retryable = True
 

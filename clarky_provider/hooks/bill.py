@@ -22,13 +22,18 @@ def duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 request``, ``3 requests``, ``1 retry``, ``2 retries``."""
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+
+
 def log_list_bill(resource: str, records: int, pages: int, requests_per_minute: float) -> None:
     log.info(
-        "Clarky %s: %d records in %d pages: %d requests, at least %s at %g requests/minute",
+        "Clarky %s: %s in %s: %s, at least %s at %g requests/minute",
         resource,
-        records,
-        pages,
-        pages,
+        plural(records, "record"),
+        plural(pages, "page"),
+        plural(pages, "request"),
         duration(60 * pages / requests_per_minute),
         requests_per_minute,
     )
@@ -51,12 +56,12 @@ def log_fan_out_bill(
         requests = parent_pages
         which = f"one list for each of the {parent} changed since {since} (at most {parents})"
     log.info(
-        "Clarky %s: %d pages of %s, then %s: at least %d requests, %s at %g requests/minute",
+        "Clarky %s: %s of %s, then %s: at least %s, %s at %g requests/minute",
         resource,
-        parent_pages,
+        plural(parent_pages, "page"),
         parent,
         which,
-        requests,
+        plural(requests, "request"),
         duration(60 * requests / requests_per_minute),
         requests_per_minute,
     )

@@ -5,9 +5,9 @@ what is transient (429 after ``Retry-After``; 5xx, resets, timeouts and broken b
 jittered exponential backoff), paces itself under the key's budget, and never lets the key
 reach a log line or an exception.
 
-This module is the connection and one request (pacing, retries, typed errors); the rest lives
-beside it: ``http`` (the HTTP client), ``settings`` (the connection's checked settings),
-``pages`` (one list's pages in order), ``listing`` (complete reads against ``total`` and the
+This module is the connection and one request (pacing, retries, typed errors) over a
+``requests.Session``; the rest lives beside it: ``network`` (what a failed connection means),
+``settings`` (the connection's checked settings), ``pages`` (one list's pages in order), ``listing`` (complete reads against ``total`` and the
 fan-out over parents), ``rate_limit`` (the key's budget, shared across processes), ``progress``
 and ``bill`` (what the task log says).
 """
@@ -18,29 +18,36 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import requests
+from requests.adapters import HTTPAdapter
+
 from clarky_provider import __version__
-from clarky_provider.compat import BaseHook
-from clarky_provider.connection_form import EXTRA_DEFAULTS, UI_FIELD_BEHAVIOUR
+from clarky_provider.compat import AirflowProviderDeprecationWarning, BaseHook
+from clarky_provider.connection_form import UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
     ClarkyAPIError,
     ClarkyAuthError,
     ClarkyConfigError,
+    ClarkyConnectionError,
     ClarkyError,
+    ClarkyNotFoundError,
     ClarkyRateLimitError,
     ClarkyServerError,
     error_class_for_status,
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
-from clarky_provider.hooks.http import HttpClient, Response, TransportError
 from clarky_provider.hooks.listing import ListReader, fan_out
-from clarky_provider.hooks.pages import Page, RequestStats, as_int, resource_pages
+from clarky_provider.hooks.network import network_error
+from clarky_provider.hooks.pages import Page, as_int, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
-from clarky_provider.hooks.settings import ClarkySettings, read_settings
+from clarky_provider.hooks.settings import ClarkySettings, check_overrides, read_settings
+from clarky_provider.hooks.stats import RequestStats
 from clarky_provider.jsoncodec import loads
 from clarky_provider.normalize import parse_timestamp, require_timestamp
 from clarky_provider.resources import (
@@ -60,6 +67,9 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_RATE_LIMIT_WAITS = 20
 #: Cap of one exponential backoff sleep, in seconds.
 MAX_BACKOFF = 30.0
+#: Retries of a connection that could not be made (refused, unknown host): enough for a
+#: restarting gateway, few enough that a wrong Base URL fails in seconds.
+MAX_CONNECT_RETRIES = 2
 
 
 class ClarkyHook(BaseHook):
@@ -87,17 +97,12 @@ class ClarkyHook(BaseHook):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(overrides) - set(EXTRA_DEFAULTS))
-        if unknown:
-            valid = ", ".join(["max_retry_seconds", *EXTRA_DEFAULTS])
-            raise ClarkyConfigError(
-                f"ClarkyHook has no parameter {', '.join(unknown)}; valid parameters: {valid}."
-            )
+        check_overrides(overrides, "ClarkyHook", also_valid=("max_retry_seconds",))
         self.clarky_conn_id = clarky_conn_id
         self.max_retry_seconds = max_retry_seconds
         self._overrides = overrides
         self._settings: ClarkySettings | None = None
-        self._client: HttpClient | None = None
+        self._session: requests.Session | None = None
         self._limiter: RateLimiter | None = None
         self._in_flight_slots: threading.BoundedSemaphore | None = None
         self._slots_lock = threading.Lock()
@@ -119,22 +124,29 @@ class ClarkyHook(BaseHook):
         """Connection settings, read and validated once."""
         if self._settings is None:
             conn = self.get_connection(self.clarky_conn_id)
-            extras = {**conn.extra_dejson, **self._overrides}
-            self._settings = read_settings(conn.host, conn.password, extras, self.clarky_conn_id)
-            _mask(self._settings.api_key)
+            self._settings = read_settings(
+                conn.host, conn.password, conn.extra_dejson, self.clarky_conn_id, self._overrides
+            )
         return self._settings
 
-    def get_conn(self) -> HttpClient:
-        """The pooled client, sized for ``max_concurrency`` and carrying the bearer key."""
-        if self._client is None:
+    def get_conn(self) -> requests.Session:
+        """The hook's ``requests.Session``: the bearer key, a connection pool sized for
+        ``max_concurrency``, and the environment's proxies and CA bundle (``trust_env``)."""
+        if self._session is None:
             settings = self.settings
-            headers = {
-                "Authorization": f"Bearer {settings.api_key}",
-                "Accept": "application/json",
-                "User-Agent": f"airflow-provider-clarky/{__version__}",
-            }
-            self._client = HttpClient(settings.base_url, headers, settings.timeout, settings.max_concurrency)
-        return self._client
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers.update(
+                {
+                    "Authorization": f"Bearer {settings.api_key}",
+                    "Accept": "application/json",
+                    "User-Agent": f"airflow-provider-clarky/{__version__}",
+                }
+            )
+            self._session = session
+        return self._session
 
     @property
     def limiter(self) -> RateLimiter:
@@ -153,9 +165,9 @@ class ClarkyHook(BaseHook):
             return self._in_flight_slots
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated GET, with failures explained in plain words (never the key)."""
@@ -177,8 +189,10 @@ class ClarkyHook(BaseHook):
         if isinstance(exc, ClarkyServerError) and exc.status is None:
             return (
                 f"Could not get an answer from {self.settings.base_url} ({exc.message}). Check the "
-                "connection's host, the network path from the worker, and the timeout extra."
+                "connection's Base URL, the network path from the worker, and the timeout extra."
             )
+        if isinstance(exc, ClarkyAPIError):
+            return exc.message
         return str(exc)
 
     # -- requests ---------------------------------------------------------------------------
@@ -205,7 +219,8 @@ class ClarkyHook(BaseHook):
         while True:
             try:
                 with self._in_flight:  # max_concurrency across every thread of this hook
-                    self.stats.add(rate_limit_wait_seconds=self.limiter.acquire())
+                    with self.stats.waiting_for_budget():
+                        self.limiter.acquire()
                     return self._send(method, path, params)
             except ClarkyAPIError as exc:
                 error = exc
@@ -218,11 +233,14 @@ class ClarkyHook(BaseHook):
                 reason = f"rate limited (429), Retry-After {retry_after:g}s"
             elif error.retryable:
                 failures += 1
-                if failures > retries_allowed:
-                    raise self._gave_up(error, f"{retries_allowed} retries")
+                allowed = retries_allowed
+                if isinstance(error, ClarkyConnectionError):
+                    allowed = min(retries_allowed, MAX_CONNECT_RETRIES)
+                if failures > allowed:
+                    raise self._gave_up(error, f"{allowed} retries")
                 cap = min(MAX_BACKOFF, settings.retry_backoff * 2 ** (failures - 1))
                 wait = random.uniform(cap / 2, cap)
-                reason = error.message if error.status is None else f"HTTP {error.status} {error.code or ''}"
+                reason = error.message.rstrip(".") if error.status is None else f"HTTP {error.status} {error.code or ''}"
             else:
                 raise error
             if time.monotonic() + wait > deadline:
@@ -245,32 +263,42 @@ class ClarkyHook(BaseHook):
         )
 
     def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+        settings = self.settings
+        url = settings.base_url + path
         try:
-            response = self.get_conn().request(method, path, params)
-        except TransportError as exc:
+            # redirects are refused: the key would go with them
+            response = self.get_conn().request(
+                method, url, params=params, timeout=settings.timeout, allow_redirects=False
+            )
+            body = response.content
+        except requests.RequestException as exc:
             self.stats.add(requests=1)
-            if exc.timed_out:
-                timeout = self.settings.timeout
-                raise ClarkyServerError(f"no answer within {timeout:g}s (timeout)", path=path) from None
-            raise ClarkyServerError(f"network error ({self._scrub(str(exc))[:300]})", path=path) from None
+            raise network_error(
+                exc,
+                url,
+                path,
+                timeout=settings.timeout,
+                scheme_assumed=settings.scheme_assumed,
+                scrub=self._scrub,
+            ) from None
         self.stats.add(requests=1)
         self._observe_budget(response.headers)
-        if response.status >= 400:
-            raise self._api_error(response, path)
-        if response.status >= 300:
+        if response.status_code >= 400:
+            raise self._api_error(response, body, path)
+        if response.status_code >= 300:
             location = self._scrub(str(response.headers.get("Location")))
             raise ClarkyConfigError(
-                f"Clarky answered {path} with HTTP {response.status}, a redirect to {location!r}, "
+                f"Clarky answered {path} with HTTP {response.status_code}, a redirect to {location!r}, "
                 "which the hook does not follow (the key would go with it). Set the connection's "
-                "host to the API's address."
+                "Base URL to the API's address."
             )
         if method == "HEAD":
             return {}
         try:
-            payload = loads(response.body)
+            payload = loads(body)
         except ValueError:
             raise ClarkyServerError(
-                f"HTTP {response.status} body is not valid JSON ({len(response.body)} bytes, truncated?)",
+                f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",
                 path=path,
             ) from None
         if not isinstance(payload, dict):
@@ -287,16 +315,16 @@ class ClarkyHook(BaseHook):
         # the limit lets the limiter tell "low" from "plenty" (other hosts spend the same budget)
         self.limiter.observe(remaining, reset, as_int(headers.get("X-RateLimit-Limit")))
 
-    def _api_error(self, response: Response, path: str) -> ClarkyAPIError:
-        status = response.status
+    def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
+        status = response.status_code
         code = message = None
         details: dict[str, Any] = {}
         try:
-            envelope = loads(response.body).get("error") or {}
+            envelope = loads(body).get("error") or {}
             code, message = envelope.get("code"), envelope.get("message")
             details = dict(envelope.get("details") or {})
         except (ValueError, AttributeError):
-            message = f"{response.reason or 'error'} (non-JSON body, {len(response.body)} bytes)"
+            message = f"{response.reason or 'error'} (non-JSON body, {len(body)} bytes)"
         if status == 429:
             details["retry_after"] = _retry_after(response.headers.get("Retry-After"))
             self.stats.add(rate_limited=1)
@@ -322,8 +350,6 @@ class ClarkyHook(BaseHook):
 
     def find_contact_by_email(self, email: str) -> dict[str, Any] | None:
         """The contact with this exact e-mail, or ``None`` (the API answers 404 for no match)."""
-        from clarky_provider.exceptions import ClarkyNotFoundError
-
         try:
             return self.request("GET", "/contacts/by-email", {"email": email}).get("data")
         except ClarkyNotFoundError:
@@ -389,11 +415,21 @@ class ClarkyHook(BaseHook):
             parents = (p for p in parents if _changed(p, res.parent_change_fields, since))
         yield from fan_out(self, res, parents, params, on_page, stop_before=since)
 
-    def get_pandas_df(self, resource: str, **filters: Any) -> pd.DataFrame:
-        """All records of a resource as a DataFrame, for notebooks and small resources."""
+    def get_df(self, resource: str, **filters: Any) -> pd.DataFrame:
+        """All records of a resource as a pandas DataFrame (common-sql's name), for notebooks and
+        small resources; ``filters`` as in :meth:`paginate`."""
         import pandas as pd
 
         return pd.DataFrame.from_records(list(self.paginate(resource, **filters)))
+
+    def get_pandas_df(self, resource: str, **filters: Any) -> pd.DataFrame:
+        """Deprecated: use :meth:`get_df` (the name common-sql's hooks use)."""
+        warnings.warn(
+            "ClarkyHook.get_pandas_df is deprecated; use get_df.",
+            AirflowProviderDeprecationWarning,
+            stacklevel=2,
+        )
+        return self.get_df(resource, **filters)
 
 
 def _changed_since(res: Resource, value: datetime | str | None) -> datetime | None:
@@ -425,10 +461,3 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value is not None else 1.0
     except ValueError:
         return 1.0
-
-
-def _mask(secret: str) -> None:
-    """Register the key with Airflow's secrets masker so any log line that holds it is redacted."""
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(secret)

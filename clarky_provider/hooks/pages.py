@@ -8,11 +8,10 @@ page when the API sends no ``pagination``. Whether those pages add up to the who
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from clarky_provider.exceptions import ClarkyServerError
@@ -23,52 +22,6 @@ if TYPE_CHECKING:
 
 #: Pages fetched when the API omits ``pagination`` and never returns a short page.
 MAX_PAGES_WITHOUT_TOTALS = 1_000_000
-
-
-@dataclass
-class RequestStats:
-    """Counters of one hook's traffic, reported by operators (never contains records or keys)."""
-
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    pages: int = 0
-    records: int = 0
-    duplicates_dropped: int = 0
-    lists_read: int = 0
-    total_reported: int = 0
-    lists_unverified: int = 0
-    lists_recovered: int = 0
-    recovery_requests: int = 0
-    rate_limit_wait_seconds: float = 0.0
-    budget_remaining: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: float) -> None:
-        """Add to counters (thread-safe)."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def as_dict(self) -> dict[str, float]:
-        with self._lock:
-            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        data["rate_limit_wait_seconds"] = round(self.rate_limit_wait_seconds, 3)
-        return data
-
-    def load_summary(self, rows: int) -> dict[str, Any]:
-        """What a load's XCom summary says of the read: the API's totals, coverage and traffic."""
-        with self._lock:
-            reported = self.total_reported
-            return {
-                "total_reported": reported,
-                "coverage": round(min(1.0, rows / reported), 4) if reported else None,
-                "lists_recovered": self.lists_recovered,
-                "pages": self.pages,
-                "requests": self.requests,
-                "retries": self.retries,
-                "rate_limited": self.rate_limited,
-            }
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from clarky_provider.hooks.bill import duration
-from clarky_provider.hooks.pages import Page, RequestStats
+from clarky_provider.hooks.bill import duration, plural
+from clarky_provider.hooks.pages import Page
+from clarky_provider.hooks.stats import RequestStats
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +15,8 @@ log = logging.getLogger(__name__)
 class ProgressLog:
     """Feed it every page; it logs at most once per ``interval`` seconds, and once at the end.
 
-    A line: ``contacts: page 12/30, 1200 of 3000 records (40%), 410 rec/s, 37 requests left in
-    the rate window, 3 retries, ETA 3m12s``. Child resources report parents done instead of
+    A line: ``contacts: page 12/30, 1200 of 3000 records (40%), 410 records/s, 35 requests,
+    37 left in the key's rate window, 3 retries, 41s waiting for the key's budget, ETA 3m12s``. Child resources report parents done instead of
     pages; a list re-read because a sweep came up short says so.
     """
 
@@ -67,13 +68,15 @@ class ProgressLog:
                 clauses.append(f"{stats.records} records")
         if self._recovering:
             clauses.append("re-reading what a sweep missed")
-        clauses.append(f"{stats.records / elapsed:.0f} rec/s")
+        clauses.append(f"{stats.records / elapsed:.0f} records/s")
+        clauses.append(plural(stats.requests, "request"))
         if stats.budget_remaining is not None:
-            clauses.append(f"{stats.budget_remaining} requests left in the rate window")
-        retries = f"{stats.retries} retries"
-        if stats.rate_limit_wait_seconds >= 1:
-            retries += f" ({stats.rate_limit_wait_seconds:.0f}s paced or waiting on 429s)"
-        clauses.append(retries)
+            clauses.append(f"{stats.budget_remaining} left in the key's rate window")
+        clauses.append(plural(stats.retries, "retry", "retries"))
+        if stats.rate_limited:
+            clauses.append(plural(stats.rate_limited, "429 answer"))
+        if stats.budget_wait_seconds >= 1:
+            clauses.append(f"{duration(stats.budget_wait_seconds)} waiting for the key's budget")
         if self._total and 0 < stats.records < self._total:
             clauses.append(f"ETA {duration((self._total - stats.records) * elapsed / stats.records)}")
         return f"{self.resource}: " + ", ".join(clauses)

@@ -6,9 +6,10 @@ Errors name the extra and the fix, never the key; the key never appears in a ``r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from clarky_provider.connection_form import EXTRA_DEFAULTS
 from clarky_provider.exceptions import ClarkyConfigError
@@ -21,6 +22,9 @@ class ClarkySettings:
 
     base_url: str
     api_key: str = field(repr=False)
+    #: The Base URL had no scheme and https was assumed (errors say so: a plain-HTTP port
+    #: answers TLS with garbage).
+    scheme_assumed: bool = False
     timeout: float = float(EXTRA_DEFAULTS["timeout"])
     page_size: int = int(EXTRA_DEFAULTS["page_size"])
     max_retries: int = int(EXTRA_DEFAULTS["max_retries"])
@@ -60,53 +64,98 @@ def validate_api_key(key: str | None) -> str:
     return key
 
 
-def _base_url(host: str | None) -> str:
+def _base_url(host: str | None) -> tuple[str, bool]:
+    """The API's base URL and whether its scheme was assumed; a URL requests could not use is
+    refused here, before any request, instead of failing (and being retried) on every one."""
     url = (host or DEFAULT_HOST).strip().rstrip("/")
-    if "://" not in url:
+    assumed = "://" not in url
+    if assumed:
         url = "https://" + url
-    return url if url.endswith(API_PREFIX) else url + API_PREFIX
-
-
-def _int_extra(extras: Mapping[str, Any], name: str, conn_id: str, low: int, high: int | None) -> int:
-    value = extras.get(name, EXTRA_DEFAULTS[name])
+    parts = urlsplit(url)
     try:
-        number = int(value)
-        if number != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
         raise ClarkyConfigError(
-            f"Extra {name!r} of connection {conn_id!r} must be an integer, got {value!r}."
-        ) from None
-    if number < low or (high is not None and number > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ClarkyConfigError(f"Extra {name!r} of connection {conn_id!r} must be {bounds}, got {number}.")
-    return number
+            f"The connection's Base URL {host!r} is not an http(s) URL with a host. Set it to the "
+            f"API's address, e.g. {DEFAULT_HOST} or http://127.0.0.1:8080 (/api/v1 is appended)."
+        )
+    return (url if url.endswith(API_PREFIX) else url + API_PREFIX), assumed
 
 
-def _float_extra(extras: Mapping[str, Any], name: str, conn_id: str) -> float:
-    value = extras.get(name, EXTRA_DEFAULTS[name])
+#: Names a setting by where its value came from: "Extra 'page_size' of connection 'x'",
+#: "clarky_hook_params 'page_size'".
+Label = Callable[[str], str]
+
+
+def _int_setting(low: int, high: int | None) -> Callable[[Mapping[str, Any], str, Label], int]:
+    def check(values: Mapping[str, Any], name: str, label: Label) -> int:
+        value = values.get(name, EXTRA_DEFAULTS[name])
+        try:
+            number = int(value)
+            if number != float(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ClarkyConfigError(f"{label(name)} must be an integer, got {value!r}.") from None
+        if number < low or (high is not None and number > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ClarkyConfigError(f"{label(name)} must be {bounds}, got {number}.")
+        return number
+
+    return check
+
+
+def _positive_number(values: Mapping[str, Any], name: str, label: Label) -> float:
+    value = values.get(name, EXTRA_DEFAULTS[name])
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
     if number <= 0:
-        raise ClarkyConfigError(
-            f"Extra {name!r} of connection {conn_id!r} must be a positive number, got {value!r}."
-        )
+        raise ClarkyConfigError(f"{label(name)} must be a positive number, got {value!r}.")
     return number
 
 
+#: How each setting (a connection extra, or a per-task override) is checked.
+_CHECKS: dict[str, Callable[[Mapping[str, Any], str, Label], Any]] = {
+    "timeout": _positive_number,
+    "page_size": _int_setting(1, MAX_PAGE_SIZE),
+    "max_retries": _int_setting(0, None),
+    "requests_per_minute": _positive_number,
+    "max_concurrency": _int_setting(1, 32),
+    "retry_backoff": _positive_number,
+}
+
+
+def check_overrides(overrides: Mapping[str, Any], source: str, *, also_valid: tuple[str, ...] = ()) -> None:
+    """Check per-task overrides of the extras before anything runs; errors name ``source``
+    (``clarky_hook_params``, ``ClarkyHook``), where the user has to fix them."""
+    unknown = sorted(set(overrides) - set(_CHECKS) - set(also_valid))
+    if unknown:
+        valid = ", ".join([*also_valid, *_CHECKS])
+        raise ClarkyConfigError(f"{source} has no {', '.join(unknown)}; valid names: {valid}.")
+    for name in set(overrides) & set(_CHECKS):
+        _CHECKS[name](overrides, name, lambda setting: f"{source} {setting!r}")
+
+
 def read_settings(
-    host: str | None, password: str | None, extras: Mapping[str, Any], conn_id: str
+    host: str | None,
+    password: str | None,
+    extras: Mapping[str, Any],
+    conn_id: str,
+    overrides: Mapping[str, Any] | None = None,
 ) -> ClarkySettings:
-    """Validated settings from a connection's fields and extras (with any overrides merged in)."""
+    """Validated settings from a connection's fields and extras; ``overrides`` (already checked
+    by :func:`check_overrides`) take precedence."""
+    values = {**extras, **(overrides or {})}
+
+    def label(name: str) -> str:
+        return f"Extra {name!r} of connection {conn_id!r}"
+
+    base_url, scheme_assumed = _base_url(host)
+    checked = {name: check(values, name, label) for name, check in _CHECKS.items()}
     return ClarkySettings(
-        base_url=_base_url(host),
-        api_key=validate_api_key(password),
-        timeout=_float_extra(extras, "timeout", conn_id),
-        page_size=_int_extra(extras, "page_size", conn_id, 1, MAX_PAGE_SIZE),
-        max_retries=_int_extra(extras, "max_retries", conn_id, 0, None),
-        requests_per_minute=_float_extra(extras, "requests_per_minute", conn_id),
-        max_concurrency=_int_extra(extras, "max_concurrency", conn_id, 1, 32),
-        retry_backoff=_float_extra(extras, "retry_backoff", conn_id),
+        base_url=base_url, api_key=validate_api_key(password), scheme_assumed=scheme_assumed, **checked
     )
