@@ -2,10 +2,12 @@
 
 Records stream into a temporary staging table (PostgreSQL's binary ``COPY``, each engine's
 bulk path), and the target is only touched at the end, inside one transaction; an empty target
-takes the stream directly where the engine can lock it. A full snapshot merged into a table
-writes only what changed: every row carries a hash of its content, and a record whose hash
-equals its row's is not written at all. A failure anywhere leaves the target as it was, and a
-retry converges on the same table. Every statement comes from the dialect.
+takes the stream directly where the engine can lock it. A merge writes only what changed: every
+row carries a hash of its content, and a record whose hash equals its row's is not written at
+all (a full snapshot compares before staging, any other merge in staging: see
+``_drop_unchanged``). A failure anywhere leaves the target as it was, and a retry converges on
+the same table. Every statement comes from the dialect, but ``unchanged_in_staging``, which
+is built from the dialect's quoting and key match.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from clarky_provider.normalize import parse_timestamp
 from clarky_provider.resources import Resource
 from clarky_provider.sql.dialects import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
-from clarky_provider.sql.schema import Metadata, TableLayout, timestamp_or_none
+from clarky_provider.sql.schema import (
+    CONTENT_HASH,
+    DELETED_AT,
+    Columns,
+    Metadata,
+    TableLayout,
+    timestamp_or_none,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +138,16 @@ class _TableLoad:
             self._stage_gone(known)
         dialect.begin_changes(cur)
         if plan.write_mode == "merge":
-            if known is None:
+            staged = streamed.written
+            if known is None:  # not a full snapshot: staged as read, compared here
+                unchanged = self._drop_unchanged(staged)
+                staged -= unchanged
                 cur.execute(dialect.count_existing(self.target, self.staging, layout))
                 existing = cur.fetchone()[0]
-                summary.update(rows_updated=existing, rows_inserted=streamed.written - existing)
-            if streamed.written:
+                summary.update(
+                    rows_updated=existing, rows_inserted=staged - existing, rows_unchanged=unchanged
+                )
+            if staged:
                 cur.execute(dialect.upsert(self.target, self.staging, layout))
         elif plan.write_mode == "replace":
             cur.execute(dialect.count_rows(self.target))
@@ -336,6 +350,21 @@ class _TableLoad:
                 streamed.written += 1
         return streamed
 
+    def _drop_unchanged(self, staged: int) -> int:
+        """Drop from staging the records whose row already holds the same content (hash), so
+        the upsert writes only what changed; how many were dropped.
+
+        A merge that is not a full snapshot (incremental: the watermark's overlap reads the
+        newest rows again; an ``updated_after``, a filter, a window) stages every record it
+        read; without this, the upsert would rewrite each one that is already there (its
+        ``_loaded_at``, ``_dag_id``, ``_run_id``) and count it as updated. Not after this load
+        added columns: every row is then written again, so the new column fills in."""
+        if not staged or self.added:
+            return 0
+        self.cursor.execute(unchanged_in_staging(self.dialect, self.target, self.staging, self.plan.layout))
+        self.cursor.execute(self.dialect.count_rows(self.staging))  # rowcount: -1 on DuckDB
+        return int(staged - self.cursor.fetchone()[0])
+
     def _stage_gone(self, gone: dict[Any, int | None]) -> None:
         """The keys of the rows a full snapshot did not return, in a temporary table."""
         keys = self.plan.layout.key_columns()
@@ -380,6 +409,20 @@ class _TableLoad:
             "watermark": best.isoformat() if best else None,
             "workspace_id": streamed.workspace_id,
         }
+
+
+def unchanged_in_staging(dialect: WarehouseDialect, target: str, staging: str, columns: Columns) -> str:
+    """``DELETE`` the staged records whose row in ``target`` has the same ``_content_hash`` and
+    is not flagged deleted (a record that comes back is written again, its ``_deleted_at``
+    cleared), in the shape of the dialect's ``remove_gone``: the staging table named in full in
+    the correlated subquery, no alias on the ``DELETE`` (MariaDB has none), which every engine
+    runs. A row without a hash (NULL) never matches, so it is written again."""
+    digest, flag = dialect.quote(CONTENT_HASH), dialect.quote(DELETED_AT)
+    return (
+        f"DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM {target} t WHERE "
+        f"{dialect.key_match(columns, 't', staging)} AND t.{digest} = {staging}.{digest} "
+        f"AND t.{flag} IS NULL)"
+    )
 
 
 @dataclass
