@@ -50,8 +50,9 @@ class ClarkyToSqlOperator(BaseOperator):
     :param resource: catalog resource name (``contacts``, ``companies``, ``contact_activities``...).
     :param sql_conn_id: a common-sql connection: PostgreSQL, SQLite, DuckDB, MySQL/MariaDB or
         Snowflake (see docs/warehouses.md); other engines get ANSI SQL with ``MERGE``, untested.
-    :param table: target table (default: the resource name); created when missing.
-    :param schema: target schema (not for SQLite).
+    :param table: target table (default: the resource name); created when missing. Lower case
+        on PostgreSQL, where another case would answer only in quotes (see docs/warehouses.md).
+    :param schema: target schema (not for SQLite); lower case on PostgreSQL too.
     :param write_mode: ``merge`` (upsert on the primary key; idempotent), ``append``, or
         ``replace`` (full refresh that readers never see half-done).
     :param filters: API filters of the resource, checked against the catalog before any request.
@@ -215,6 +216,10 @@ class ClarkyToSqlOperator(BaseOperator):
             raise ClarkyConfigError(
                 f"{dialect.name} has no schemas; leave schema unset (got {plan.schema!r})."
             )
+        # what only the engine can judge (its case folding), still before any request or write
+        dialect.check_case(plan.table, "table")
+        if plan.schema:
+            dialect.check_case(plan.schema, "schema")
         dag_run = context.get("dag_run")
         metadata = (
             datetime.now(timezone.utc),

@@ -18,24 +18,119 @@ def _fault_rate(text: str) -> tuple[str, float]:
     return kind, float(rate)
 
 
-def main(argv: list[str] | None = None) -> int:
+DESCRIPTION = """\
+Serve a local Clarky API with seeded data until interrupted (Ctrl-C or SIGTERM).
+Prints its base URL, its keys and an AIRFLOW_CONN_CLARKY_DEFAULT value first.
+Durations are in API seconds: real seconds are API seconds times --time-scale.
+"""
+EXAMPLES = """\
+examples:
+  # 10,000 contacts on port 8080, 1% of requests answered 503
+  python -m clarky_provider.testing serve --port 8080 --contacts 10000 --fault 503=0.01
+
+  # a free port; a rate-limit minute lasting 3 s; every list request in a fresh order, and
+  # the contacts changing every 5 requests of their list (paging against a moving CRM)
+  python -m clarky_provider.testing serve --port 0 --time-scale 0.05 --order per_request \\
+      --mutate-every 5
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, apart from ``main`` so that tests can parse the help's examples."""
     parser = argparse.ArgumentParser(prog="python -m clarky_provider.testing")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a Clarky emulator on loopback until interrupted")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--contacts", type=int, default=1000)
-    serve.add_argument("--seed", type=int, default=42)
-    serve.add_argument("--time-scale", type=float, default=1.0, help="real seconds per API second")
-    serve.add_argument("--rate-limit", type=int, default=120, help="reads per minute per key; 0 disables")
-    serve.add_argument("--latency", type=float, default=0.0, help="API seconds per response")
-    serve.add_argument("--latency-jitter", type=float, default=0.0)
-    serve.add_argument("--fault", type=_fault_rate, action="append", default=[], metavar="KIND=RATE")
-    serve.add_argument("--mutate-every", type=int, default=None, help="mutate contacts every N list requests")
-    serve.add_argument(
-        "--order", choices=ORDERS, default="stable", help="per_request: a fresh random list order per request"
+    serve = sub.add_parser(
+        "serve",
+        help="serve a Clarky emulator on loopback until interrupted",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    args = parser.parse_args(argv)
+    serve.add_argument(
+        "--host",
+        metavar="ADDRESS",
+        default="127.0.0.1",
+        help="loopback address to listen on (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        default=8080,
+        help="TCP port; 0 picks a free one (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--contacts",
+        type=int,
+        metavar="N",
+        default=1000,
+        help="contacts in the dataset, 10 to 1,000,000; the other resources scale with it "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        metavar="SEED",
+        default=42,
+        help="seed of the dataset and of the keys (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="FACTOR",
+        default=1.0,
+        help="real seconds per API second: 0.05 makes a rate-limit minute last 3 s (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=int,
+        metavar="READS",
+        default=120,
+        help="reads per rolling API minute per key; 0 disables the limit (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--latency",
+        type=float,
+        metavar="SECONDS",
+        default=0.0,
+        help="API seconds added to each response (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--latency-jitter",
+        type=float,
+        metavar="SECONDS",
+        default=0.0,
+        help="up to this many more API seconds per response, at random (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--fault",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help=f"answer this share (0 to 1) of requests with fault KIND, one of {', '.join(FAULT_KINDS)}; "
+        "repeatable (default: none)",
+    )
+    serve.add_argument(
+        "--mutate-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="after every N-th contacts list request, insert one contact and update one, like a CRM "
+        "changing while a client pages (default: never)",
+    )
+    serve.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="stable",
+        help="list order: stable (one order for every request) or per_request (a fresh random order "
+        "per request, for lists whose order the API leaves open) (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     emulator = ClarkyEmulator(
         args.contacts,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from airflow.providers.common.sql.dialects.dialect import Dialect
 
+from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.resources import FieldType
 from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns, timestamp_or_none
@@ -44,6 +45,14 @@ class WarehouseDialect(Dialect):
     """ANSI SQL with ``MERGE``; placeholders and identifier escaping come from the hook."""
 
     name = "ansi"
+    #: The engine's name in messages.
+    title = "this warehouse"
+    #: How the engine folds unquoted names: ``"lower"`` (PostgreSQL), ``"upper"`` (Snowflake),
+    #: or None where quotes do not change how a name is found (SQLite and DuckDB match any case;
+    #: MySQL treats a name alike quoted or not, per ``lower_case_table_names``) or where we
+    #: cannot know (ANSI). Where it folds, ``check_case`` refuses a name that would be stored
+    #: otherwise, since it would then answer only in quotes.
+    unquoted_case: Literal["lower", "upper"] | None = None
     types: dict[FieldType, str] = {
         FieldType.STRING: "VARCHAR",
         FieldType.INTEGER: "BIGINT",
@@ -73,6 +82,25 @@ class WarehouseDialect(Dialect):
         connection's ``escape_word_format``: ``"name"``, or ```name``` on MySQL."""
         end = self.escape_word_format[-1]
         return self.escape_word_format.format(identifier.replace(end, end + end))
+
+    def stored_name(self, identifier: str) -> str:
+        """The name a table or schema gets when created as ``quote(identifier)``: as given."""
+        return identifier
+
+    def check_case(self, identifier: str, kind: str) -> str:
+        """Refuse, before any request or write, a ``kind`` ("table", "schema") name that
+        ``select * from <name>`` could not find because the engine folds unquoted names."""
+        if self.unquoted_case is None:
+            return identifier
+        stored = self.stored_name(identifier)
+        folded = stored.lower() if self.unquoted_case == "lower" else stored.upper()
+        if stored != folded:
+            raise ClarkyConfigError(
+                f"{kind.capitalize()} name {identifier!r} is not {self.unquoted_case} case: use "
+                f"{folded!r}. {self.title} folds unquoted names to {self.unquoted_case} case, so a "
+                f"{kind} created as {self.quote(identifier)} could only be queried in quotes."
+            )
+        return identifier
 
     def qualified(self, schema: str | None, table: str) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)

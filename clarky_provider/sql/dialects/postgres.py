@@ -18,6 +18,8 @@ class PostgresDialect(WarehouseDialect):
     """PostgreSQL 12+; psycopg 3 streams rows into ``COPY``, psycopg2 takes ``executemany``."""
 
     name = "postgres"
+    title = "PostgreSQL"
+    unquoted_case = "lower"
     types = {
         **WarehouseDialect.types,
         FieldType.STRING: "TEXT",

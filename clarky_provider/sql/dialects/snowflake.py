@@ -21,9 +21,12 @@ from clarky_provider.sql.schema import Columns
 
 class SnowflakeDialect(WarehouseDialect):
     """Identifiers are upper-cased inside their quotes: Snowflake folds unquoted names to upper
-    case, so the tables answer to ``select id from contacts``."""
+    case, so the tables answer to ``select id from contacts`` (and ``CRM_Pipelines`` is stored
+    as ``CRM_PIPELINES``, never refused)."""
 
     name = "snowflake"
+    title = "Snowflake"
+    unquoted_case = "upper"
     transactional_ddl = False
     direct_appends = False  # write_pandas creates a stage: it would commit the target's rows
     types = {
@@ -46,8 +49,11 @@ class SnowflakeDialect(WarehouseDialect):
     #: pandas dtypes that keep NULLs as NULLs in Parquet (no NaN floats, no float-ified ints).
     frame_dtypes = {FieldType.INTEGER: "Int64", FieldType.NUMBER: "Float64", FieldType.BOOLEAN: "boolean"}
 
+    def stored_name(self, identifier: str) -> str:
+        return identifier.upper()
+
     def quote(self, identifier: str) -> str:
-        return super().quote(identifier.upper())
+        return super().quote(self.stored_name(identifier))
 
     def begin(self, connection: Any) -> None:
         """Create and stage autocommitted (forced, in case the connection's session parameters
