@@ -240,7 +240,11 @@ class ClarkyHook(BaseHook):
                     raise self._gave_up(error, f"{allowed} retries")
                 cap = min(MAX_BACKOFF, settings.retry_backoff * 2 ** (failures - 1))
                 wait = random.uniform(cap / 2, cap)
-                reason = error.message.rstrip(".") if error.status is None else f"HTTP {error.status} {error.code or ''}"
+                reason = (
+                    error.message.rstrip(".")
+                    if error.status is None
+                    else f"HTTP {error.status} {error.code or ''}"
+                )
             else:
                 raise error
             if time.monotonic() + wait > deadline:

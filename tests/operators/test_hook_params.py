@@ -35,14 +35,18 @@ def test_an_unknown_clarky_hook_param_names_the_valid_ones(emulator, tmp_path, m
         task = ClarkyToObjectStorageOperator(
             task_id="t", resource="contacts", path=f"file://{tmp_path}/out/", clarky_hook_params=params
         )
-    with pytest.raises(ClarkyConfigError, match=r"^clarky_hook_params has no pagesize; valid names: .*page_size"):
+    with pytest.raises(
+        ClarkyConfigError, match=r"^clarky_hook_params has no pagesize; valid names: .*page_size"
+    ):
         task.execute({})
     assert emulator.stats.requests == 0
 
 
 def test_a_clarky_hook_param_out_of_range_is_blamed_on_clarky_hook_params(emulator, tmp_path, monkeypatch):
     sqlite_warehouse(tmp_path, monkeypatch)
-    with pytest.raises(ClarkyConfigError, match=r"^clarky_hook_params 'page_size' must be between 1 and 100, got 500"):
+    with pytest.raises(
+        ClarkyConfigError, match=r"^clarky_hook_params 'page_size' must be between 1 and 100, got 500"
+    ):
         load(clarky_hook_params={"page_size": 500})
     assert emulator.stats.requests == 0
 
