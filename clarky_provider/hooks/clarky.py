@@ -237,7 +237,7 @@ class ClarkyHook(BaseHook):
                 if isinstance(error, ClarkyConnectionError):
                     allowed = min(retries_allowed, MAX_CONNECT_RETRIES)
                 if failures > allowed:
-                    raise self._gave_up(error, f"{allowed} retries")
+                    raise self._gave_up(error, f"{allowed} retries") if allowed else error
                 cap = min(MAX_BACKOFF, settings.retry_backoff * 2 ** (failures - 1))
                 wait = random.uniform(cap / 2, cap)
                 reason = (

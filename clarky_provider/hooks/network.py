@@ -64,7 +64,9 @@ def network_error(
             if socks
             else "Check the connection's Base URL and any proxy variables (HTTPS_PROXY, ALL_PROXY)."
         )
-        return ClarkyConfigError(f"Cannot send a request to {url}: {scrub(str(exc))[:300]}. {fix}")
+        return ClarkyConfigError(
+            f"Cannot send a request to {url}: {scrub(str(exc))[:300].rstrip('.')}. {fix}"
+        )
     if isinstance(exc, requests.exceptions.ProxyError):
         return ClarkyConnectionError(
             f"the proxy refused or failed the request to {url} ({detail}). Check HTTPS_PROXY / "

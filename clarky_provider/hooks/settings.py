@@ -67,10 +67,9 @@ def validate_api_key(key: str | None) -> str:
 def _base_url(host: str | None) -> tuple[str, bool]:
     """The API's base URL and whether its scheme was assumed; a URL requests could not use is
     refused here, before any request, instead of failing (and being retried) on every one."""
-    url = (host or DEFAULT_HOST).strip().rstrip("/")
+    url = (host or DEFAULT_HOST).strip()
     assumed = "://" not in url
-    if assumed:
-        url = "https://" + url
+    url = ("https://" + url if assumed else url).rstrip("/")
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range

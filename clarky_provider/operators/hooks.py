@@ -40,7 +40,7 @@ PROVIDER_PACKAGES: dict[str, tuple[str, str | None]] = {
 def clarky_hook(conn_id: str, params: Mapping[str, Any] | None) -> ClarkyHook:
     """A ``ClarkyHook`` with this task's overrides of the connection's extras, checked first so
     that an error names ``clarky_hook_params``, where the user set them."""
-    check_overrides(params or {}, "clarky_hook_params")
+    check_overrides(params or {}, "clarky_hook_params", also_valid=("max_retry_seconds",))
     return ClarkyHook(conn_id, **dict(params or {}))
 
 
