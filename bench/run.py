@@ -18,45 +18,16 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import requests
-from targets import ENGINES, FAKESNOW_DIR, SERVERS, fresh_target
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- the emulator as a separate process -------------------------------------------------------
-
-
-@contextmanager
-def emulator_process(contacts: int, *extra: str, core: int | None = None):
-    """Start ``python -m clarky_provider.testing serve`` and yield (base_url, read_key)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "clarky_provider.testing", "serve", "--port", str(port)]
-    command += ["--contacts", str(contacts), "--rate-limit", "0", *extra]
-    if core is not None:
-        command = ["taskset", "-c", str(core), *command]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        lines = [process.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
-        if not lines[2].strip():
-            raise RuntimeError(f"emulator did not start: {lines}")
-        yield f"http://127.0.0.1:{port}", lines[2].split()[-1]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
+from harness import HEADER, emulator_process, median_run, row, run_child
+from targets import ENGINES, FAKESNOW_DIR, SERVERS
 
 # -- figure 1: emulator throughput ------------------------------------------------------------
 
@@ -100,49 +71,7 @@ def bench_emulator(args: argparse.Namespace) -> None:
     )
 
 
-# -- measured loads, each in a child process -----------------------------------------------------
-
-
-def default_engine() -> str:
-    """PostgreSQL when the test server is there, else SQLite."""
-    return "postgres" if os.environ.get("CLARKY_TEST_POSTGRES_URI") else "sqlite"
-
-
-class ChildFailed(SystemExit):
-    """A measured child process failed (uncaught: the benchmark exits with its stderr)."""
-
-
-def run_child(
-    kind: str,
-    base_url: str,
-    key: str,
-    resource: str = "contacts",
-    *,
-    engine: str | None = None,
-    **clarky_extra: float,
-) -> dict[str, float]:
-    """One measured load of ``kind`` into a fresh database of ``engine`` (default: ``default_engine()``),
-    in a child process; the database and the child's Airflow home are removed afterwards."""
-    engine = engine or default_engine()
-    with fresh_target(engine) as target, tempfile.TemporaryDirectory(prefix="clarky-bench-home-") as home:
-        env = {**os.environ, **target.env, "AIRFLOW_HOME": home}
-        env["AIRFLOW_CONN_WAREHOUSE"] = json.dumps(target.conn)
-        env["AIRFLOW_CONN_CLARKY_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "clarky",
-                "host": base_url,
-                "password": key,
-                "extra": {"requests_per_minute": 1_000_000, **clarky_extra},
-            }
-        )
-        command = [sys.executable, __file__, "_child", kind, "--engine", engine, "--url", target.url]
-        command += ["--base-url", base_url, "--key", key, "--resource", resource]
-        finished = subprocess.run(command, env=env, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise ChildFailed(f"{kind} run on {engine} failed:\n{finished.stderr[-3000:]}")
-    result = json.loads(finished.stdout.strip().splitlines()[-1])
-    result["target"] = engine
-    return result
+# -- a measured load, in its child process (``_child``) ----------------------------------------
 
 
 #: Process names of the database servers a run may keep busy (``/proc/<pid>/stat``).
@@ -244,7 +173,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def operator_load(args: argparse.Namespace, **kwargs: object) -> tuple[int, int, int]:
+def operator_load(args: argparse.Namespace, **kwargs: Any) -> tuple[int, int, int]:
     """Our operator, as a task would run it: (records, requests, 429s)."""
     from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 
@@ -342,7 +271,9 @@ def dlt_rest_api(args: argparse.Namespace) -> tuple[int, int, int]:
     )
     pipeline.run(source)
     with pipeline.sql_client() as client:
-        records = client.execute_sql("SELECT COUNT(*) FROM contacts")[0][0]
+        counted = client.execute_sql("SELECT COUNT(*) FROM contacts")
+    assert counted is not None  # a SELECT returns rows
+    records = counted[0][0]
     return records, -(-records // 100), 0  # dlt pages sequentially: one request per page of 100
 
 
@@ -360,21 +291,6 @@ def _beyond_64_bits_as_text(value: object) -> object:
 # -- figure 2: the pipeline against baselines --------------------------------------------------------
 
 
-def _row(name: str, result: dict[str, float]) -> str:
-    rate = result["records"] / result["seconds"]
-    per_minute = result["requests"] / result["seconds"] * 60
-    return (
-        f"  {name:<26} {result['target']:<9} {result['records']:>9} {result['seconds']:>8.2f} {rate:>10.0f} "
-        f"{result['requests']:>9} {per_minute:>9.0f} {result['429s']:>5} {result['peak_rss_mb']:>9.0f}"
-    )
-
-
-HEADER = (
-    f"  {'run':<26} {'target':<9} {'records':>9} {'seconds':>8} {'records/s':>10} "
-    f"{'requests':>9} {'req/min':>9} {'429s':>5} {'peak MB':>9}"
-)
-
-
 def bench_pipeline(args: argparse.Namespace) -> None:
     """Our operator against the baselines, each run ``--repeat`` times, interleaved; medians compared."""
     ours = {"operator, first load": "operator", "operator, re-sync (merge)": "resync"}
@@ -389,7 +305,7 @@ def bench_pipeline(args: argparse.Namespace) -> None:
         for _ in range(args.repeat):
             for name, kind in kinds.items():
                 runs[name].append(run_child(kind, base_url, key))
-    medians = {name: _median_run(results) for name, results in runs.items()}
+    medians = {name: median_run(results) for name, results in runs.items()}
     print(
         f"\nPipeline, {args.contacts} contacts, no rate limit, no latency (emulator in its own process); "
         f"median of {args.repeat} interleaved runs each"
@@ -397,17 +313,12 @@ def bench_pipeline(args: argparse.Namespace) -> None:
     print(HEADER + f" {'records/s over runs':>22}")
     for name, result in medians.items():
         rates = sorted(r["records"] / r["seconds"] for r in runs[name])
-        print(_row(name, result) + f" {rates[0]:>10.0f}-{rates[-1]:<11.0f}")
+        print(row(name, result) + f" {rates[0]:>10.0f}-{rates[-1]:<11.0f}")
     print()
     rate = {name: r["records"] / r["seconds"] for name, r in medians.items()}
     for mine in ours:
         for baseline in baselines:
             print(f"  {mine} / {baseline} records/s: {rate[mine] / rate[baseline]:.1f}x")
-
-
-def _median_run(results: list[dict[str, float]]) -> dict[str, float]:
-    """The run with the median wall time (an actual run, so its figures belong together)."""
-    return sorted(results, key=lambda r: r["seconds"])[(len(results) - 1) // 2]
 
 
 def _dlt_installed() -> bool:
@@ -424,7 +335,7 @@ def bench_memory(args: argparse.Namespace) -> None:
     print("\nPeak RSS of the operator by dataset size (fresh process each)")
     print(HEADER)
     for size, result in rows:
-        print(_row(f"operator {size}", result))
+        print(row(f"operator {size}", result))
     (small, first), (large, last) = rows[0], rows[-1]
     print(f"\n  peak RSS {large} vs {small} contacts: {last['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB")
 
@@ -442,6 +353,7 @@ def bench_budget(args: argparse.Namespace) -> None:
                 key,
                 args.resource,
                 requests_per_minute=120 / scale,
+                rate_window_seconds=60 * scale,
                 max_concurrency=concurrency,
             )
         runs.append((name, result))
@@ -501,7 +413,6 @@ def bench_order(args: argparse.Namespace) -> None:
 
 def bench_warehouses(args: argparse.Namespace) -> None:
     """Our operator against the naive loop on each warehouse engine (bench/warehouses.py)."""
-    sys.modules.setdefault("run", sys.modules[__name__])  # warehouses.py imports this module as ``run``
     import warehouses
 
     warehouses.bench_warehouses(args)

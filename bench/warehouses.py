@@ -7,7 +7,7 @@ on fakesnow): our operator's first load into an empty table, its re-sync (a full
 ``incremental="full"``, merged into the already full table; the first load before the clock)
 and the naive baseline (``requests`` page by page, pandas ``to_sql`` per page). One emulator
 process serves every run, without rate limit or latency; each run is a fresh child process on a
-fresh database (run.py's ``run_child``), its imports loaded before the clock starts. With
+fresh database (harness.py's ``run_child``), its imports loaded before the clock starts. With
 ``--repeat`` > 1 the runs are interleaved (every engine and kind once, then again) and the run
 of median time is shown, with its CPU seconds (the measured process's, and the database
 server's). An engine is skipped, with the reason printed, when the operator has no dialect for
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from run import HEADER, ChildFailed, _median_run, _row, emulator_process, run_child
+from harness import HEADER, ChildFailed, emulator_process, median_run, row, run_child
 from targets import ENGINES, unavailable
 
 OURS = {"operator, first load": "operator", "operator, re-sync (merge)": "resync"}
@@ -73,11 +73,11 @@ def bench_warehouses(args: argparse.Namespace) -> None:
         f"{each}; a fresh process and database per run"
     )
     if engines:
-        medians = {run: _median_run(results) for run, results in runs.items() if run[0] in engines}
+        medians = {run: median_run(results) for run, results in runs.items() if run[0] in engines}
         print(HEADER + (f" {'records/s over runs':>22}" if args.repeat > 1 else ""))
         for engine in engines:
             for name in KINDS:
-                line = _row(name, medians[engine, name])
+                line = row(name, medians[engine, name])
                 if args.repeat > 1:
                     rates = sorted(r["records"] / r["seconds"] for r in runs[engine, name])
                     line += f" {rates[0]:>10.0f}-{rates[-1]:<11.0f}"

@@ -3,7 +3,8 @@
 Every fact the hook, operators, emulator and docs need about an endpoint lives here: its path,
 parent, primary key, filters, incremental cursor, backfill partition filters, pagination and
 typed fields. Source: ``shared/clarky-api/SPEC.md`` and ``endpoints.json``. Endpoints the docs
-only imply are marked ``documented=False``.
+only imply are marked ``documented=False``. Field types are the neutral ones of
+``clarky_provider.tables`` (which ``sql/`` reads too); ``FieldType`` is importable from here as before.
 """
 
 from __future__ import annotations
@@ -12,27 +13,19 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from clarky_provider.tables import Field, FieldType
+
 API_PREFIX = "/api/v1"
 DEFAULT_HOST = "https://clarky.ai"
 KEY_PREFIX = "ck_live_"
 KEY_LENGTHS = (38, 39)
 MAX_PAGE_SIZE = 100
 READS_PER_MINUTE = 120
+#: The rate limits are counted over a rolling window of this many seconds.
+RATE_WINDOW_SECONDS = 60
 #: What the docs say of the order of most lists: nothing, so page-number paging can skip records.
 NO_ORDER = "not documented"
 WRITES_PER_MINUTE = 60
-
-
-class FieldType(str, enum.Enum):
-    """Logical type of a record field; dialects map it to a column type."""
-
-    STRING = "string"
-    INTEGER = "integer"
-    NUMBER = "number"
-    BOOLEAN = "boolean"
-    TIMESTAMP = "timestamp"
-    ARRAY = "array"
-    OBJECT = "object"
 
 
 class FilterKind(str, enum.Enum):
@@ -56,14 +49,6 @@ class Filter:
     choices: tuple[str, ...] = ()
     description: str = ""
     fields: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Field:
-    """A documented field of a record."""
-
-    name: str
-    type: FieldType
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ def pytest_report_header() -> list[str]:
     if MYSQL_UNAVAILABLE:
         lines.append(f"MySQL/MariaDB tests skipped: {MYSQL_UNAVAILABLE}")
     elif not MYSQL_URI:
-        lines.append("MySQL/MariaDB tests skipped: no server (apt-get install mariadb-server, then make test)")
+        lines.append(
+            "MySQL/MariaDB tests skipped: no server (apt-get install mariadb-server, then make test)"
+        )
     return lines
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from clarky_provider.operators.plan import table_spec
 from clarky_provider.resources import CONVERSATIONS
 from clarky_provider.sql.schema import TableLayout
 
 
 def test_values_that_do_not_fit_their_column_become_null_but_stay_in_raw():
-    layout = TableLayout(CONVERSATIONS)
+    layout = TableLayout(table_spec(CONVERSATIONS))
     record = {"id": "x", "type": 2**70, "active": "yes", "assigned_at": "last tuesday", "human": {"a": 1}}
     row = dict(zip(layout.names, layout.row(record, (datetime.now(timezone.utc), None, None)), strict=True))
     assert row["type"] is None and row["active"] is None and row["assigned_at"] is None
@@ -18,14 +19,14 @@ def test_values_that_do_not_fit_their_column_become_null_but_stay_in_raw():
 
 
 def test_integers_and_integral_floats_fit():
-    layout = TableLayout(CONVERSATIONS)
+    layout = TableLayout(table_spec(CONVERSATIONS))
     for given, expected in ((5, 5), (5.0, 5), (2**63 - 1, 2**63 - 1), (True, None), (1.5, None)):
         row = dict(zip(layout.names, layout.row({"id": "x", "type": given}, (None, None, None)), strict=True))
         assert row["type"] == expected, given
 
 
 def test_timestamps_in_every_shape_become_aware_utc():
-    layout = TableLayout(CONVERSATIONS)
+    layout = TableLayout(table_spec(CONVERSATIONS))
     utc = datetime(2026, 1, 12, 14, 30, tzinfo=timezone.utc)
     for given, expected in (
         ("2026-01-12T14:30:00Z", utc),
@@ -47,7 +48,7 @@ def test_timestamps_in_every_shape_become_aware_utc():
 def test_json_columns_take_the_warehouse_wire_format():
     from clarky_provider.jsoncodec import dumps_jsonb
 
-    layout = TableLayout(CONVERSATIONS)
+    layout = TableLayout(table_spec(CONVERSATIONS))
     record = {"id": "x", "human": "ok", "huge": [2**70]}
     row = dict(zip(layout.names, layout.row_maker(dumps_jsonb)(record, (None, None, None)), strict=True))
     assert row["_raw"] == b'\x01{"id":"x","human":"ok","huge":[1180591620717411303424]}'
@@ -86,3 +87,23 @@ def test_text_timestamps_cut_from_the_api_form_equal_parsed_and_formatted_ones()
     ):
         assert timestamp_text(*sqlite)(not_a_date) is None, not_a_date
         assert timestamp_text(*mysql)(not_a_date) is None, not_a_date
+
+
+def test_sql_knows_tables_not_the_api():
+    """Nothing under sql/ imports the catalog or the hooks, not even for type checking: it
+    builds tables from ``clarky_provider.tables`` and takes records from a plain source."""
+    import ast
+    from pathlib import Path
+
+    import clarky_provider.sql
+
+    root = Path(clarky_provider.sql.__file__).parent
+    api = ("clarky_provider.resources", "clarky_provider.hooks")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found += [f"{path.name}: {n}" for n in names if n.startswith(api)]
+    assert found == []

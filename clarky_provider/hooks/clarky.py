@@ -6,10 +6,12 @@ jittered exponential backoff), paces itself under the key's budget, and never le
 reach a log line or an exception.
 
 This module is the connection and one request (pacing, retries, typed errors) over a
-``requests.Session``; the rest lives beside it: ``network`` (what a failed connection means),
-``settings`` (the connection's checked settings), ``pages`` (one list's pages in order), ``listing`` (complete reads against ``total`` and the
-fan-out over parents), ``rate_limit`` (the key's budget, shared across processes), ``progress``
-and ``bill`` (what the task log says).
+``requests.Session``, and the reads built on it; the rest lives beside it: ``network`` (what
+a failed connection means), ``settings`` (the connection's checked settings), ``list_client``
+(what list reads need of the hook: its GET, settings, counters and worker pool), ``workers``
+(that pool), ``pages`` (one list's pages in order), ``listing`` (complete reads against
+``total`` and the fan-out over parents), ``rate_limit`` (the key's budget, shared across
+processes), ``stats`` (traffic counters) and ``bill`` (the cost of a read, logged before it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from clarky_provider.exceptions import (
     error_class_for_status,
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
+from clarky_provider.hooks.list_client import ListClient, ReadConfig
 from clarky_provider.hooks.listing import ListReader, fan_out
 from clarky_provider.hooks.network import network_error
 from clarky_provider.hooks.pages import Page, as_int, resource_pages
@@ -105,7 +108,8 @@ class ClarkyHook(BaseHook):
         self._session: requests.Session | None = None
         self._limiter: RateLimiter | None = None
         self._in_flight_slots: threading.BoundedSemaphore | None = None
-        self._slots_lock = threading.Lock()
+        self._list_client: ListClient | None = None
+        self._lazy_lock = threading.Lock()
         self.stats = RequestStats()
 
     # -- connection -------------------------------------------------------------------------
@@ -153,21 +157,40 @@ class ClarkyHook(BaseHook):
         """The key's pacing, shared with every thread and process on this host that uses the key."""
         if self._limiter is None:
             s = self.settings
-            self._limiter = RateLimiter.shared(s.key_fingerprint, s.requests_per_minute)
+            self._limiter = RateLimiter.shared(
+                s.key_fingerprint, s.requests_per_minute, s.rate_window_seconds
+            )
         return self._limiter
 
     @property
     def _in_flight(self) -> threading.BoundedSemaphore:
-        """Bounds requests in flight to ``max_concurrency``, however many threads page at once."""
-        with self._slots_lock:
+        """Bounds requests in flight to ``max_concurrency`` from every thread that uses the hook.
+
+        List reads are bounded already (only the ``max_concurrency`` read workers fetch); this
+        also bounds requests made beside them, e.g. ``get_record`` from a user's own threads.
+        """
+        with self._lazy_lock:
             if self._in_flight_slots is None:
                 self._in_flight_slots = threading.BoundedSemaphore(self.settings.max_concurrency)
             return self._in_flight_slots
 
+    @property
+    def _lists(self) -> ListClient:
+        """What list reads use of the hook; one per hook, so its worker pool serves every read."""
+        with self._lazy_lock:
+            if self._list_client is None:
+                settings = self.settings
+                config = ReadConfig(page_size=settings.page_size, max_concurrency=settings.max_concurrency)
+                self._list_client = ListClient(self._get, config, self.stats)
+            return self._list_client
+
     def close(self) -> None:
+        """Close the Session and stop the read workers; a closed hook makes fresh ones when used again."""
         if self._session is not None:
             self._session.close()
             self._session = None
+        if self._list_client is not None:
+            self._list_client.close()
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated GET, with failures explained in plain words (never the key)."""
@@ -255,6 +278,10 @@ class ClarkyHook(BaseHook):
                 self.limiter.pause(wait)  # every thread sharing the key waits, not just this one
             else:
                 time.sleep(wait)
+
+    def _get(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """The :data:`~.list_client.Fetch` list reads are given: a GET through :meth:`request`."""
+        return self.request("GET", path, query)
 
     @staticmethod
     def _gave_up(exc: ClarkyAPIError, after: str) -> ClarkyAPIError:
@@ -364,10 +391,10 @@ class ClarkyHook(BaseHook):
         res = get_resource(resource)
         params = encode_filters(res, filters)
         if res.parent_key is not None and parent_id is None:
-            for parent in ListReader(self, get_resource(res.parent or ""), None, {}, counted=False):
-                yield from resource_pages(self, res, str(parent["id"]), params)
+            for parent in ListReader(self._lists, get_resource(res.parent or ""), None, {}, counted=False):
+                yield from resource_pages(self._lists, res, str(parent["id"]), params)
         else:
-            yield from resource_pages(self, res, parent_id, params)
+            yield from resource_pages(self._lists, res, parent_id, params)
 
     def paginate(
         self,
@@ -402,7 +429,9 @@ class ClarkyHook(BaseHook):
                 log_list_bill(res.name, page.total or 0, page.total_pages or 1, budget)
 
             bill = list_bill if parent_id is None else None
-            yield from ListReader(self, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill)
+            yield from ListReader(
+                self._lists, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill
+            )
             return
         parent = get_resource(res.parent or "")
 
@@ -413,11 +442,11 @@ class ClarkyHook(BaseHook):
             )
 
         parents: Iterator[dict[str, Any]] = iter(
-            ListReader(self, parent, None, {}, counted=False, bill=fan_out_bill)
+            ListReader(self._lists, parent, None, {}, counted=False, bill=fan_out_bill)
         )
         if since is not None:
             parents = (p for p in parents if _changed(p, res.parent_change_fields, since))
-        yield from fan_out(self, res, parents, params, on_page, stop_before=since)
+        yield from fan_out(self._lists, res, parents, params, on_page, stop_before=since)
 
     def get_df(self, resource: str, **filters: Any) -> pd.DataFrame:
         """All records of a resource as a pandas DataFrame (common-sql's name), for notebooks and

@@ -30,18 +30,17 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from clarky_provider.exceptions import ClarkyIncompleteReadError
+from clarky_provider.hooks.list_client import ListClient
 from clarky_provider.hooks.pages import Page, fetch_page, resource_pages
+from clarky_provider.hooks.stats import RequestStats
 from clarky_provider.normalize import format_timestamp, parse_timestamp
 from clarky_provider.resources import Resource
-
-if TYPE_CHECKING:
-    from clarky_provider.hooks.clarky import ClarkyHook
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class ListReader:
     """One complete read of one list (one parent's list, for child resources).
 
     ``counted`` says whether the read belongs to the resource being loaded (its totals go to
-    the hook's stats) or is a parent list read only to fan out; ``count_records`` whether the
+    the client's stats) or is a parent list read only to fan out; ``count_records`` whether the
     records it yields are counted here (a fan-out counts them itself, after dropping ids that
     several parents share). ``stop_before`` ends a newest-first list at its first older
     record; ``bill`` is called with the first page, which tells the read's size.
@@ -138,7 +137,7 @@ class ListReader:
 
     def __init__(
         self,
-        hook: ClarkyHook,
+        client: ListClient,
         resource: Resource,
         parent_id: str | None,
         params: dict[str, str],
@@ -149,7 +148,7 @@ class ListReader:
         stop_before: datetime | None = None,
         bill: Callable[[Page], None] | None = None,
     ) -> None:
-        self.hook, self.res, self.parent_id, self.params = hook, resource, parent_id, params
+        self.client, self.res, self.parent_id, self.params = client, resource, parent_id, params
         self.bill = bill
         self.listed: set[int] = set()
         self.anonymous = 0
@@ -196,7 +195,7 @@ class ListReader:
         partition values to cut windows that rarely overflow a page.
         """
         unstable = False
-        pages = resource_pages(self.hook, self.res, self.parent_id, self.params)
+        pages = resource_pages(self.client, self.res, self.parent_id, self.params)
         try:
             for page in pages:
                 self._note(page, full_list=True)
@@ -235,12 +234,12 @@ class ListReader:
         return SAMPLES_PER_WINDOW * self._window_count(self.total or 0)
 
     def _window_count(self, records: int) -> int:
-        return max(1, math.ceil(records / (WINDOW_FILL * self.hook.settings.page_size)))
+        return max(1, math.ceil(records / (WINDOW_FILL * self.client.config.page_size)))
 
     def _recover(self, unstable: bool) -> Iterator[dict[str, Any]]:
         total = self.total or 0
         missing = total - self.seen
-        page_size = self.hook.settings.page_size
+        page_size = self.client.config.page_size
         bound = RECOVERY_REQUESTS_PER_PAGE * max(1, math.ceil(total / page_size)) + 10
         strategy = "created-time windows that each fit in one page" if self.windowed else "further sweeps"
         log.warning(
@@ -306,7 +305,7 @@ class ListReader:
         """
         served: set[int] = set()
         offered = 0
-        pages = resource_pages(self.hook, self.res, self.parent_id, params)
+        pages = resource_pages(self.client, self.res, self.parent_id, params)
         try:
             for page in pages:
                 self._note(page, full_list=full_list)
@@ -325,19 +324,13 @@ class ListReader:
         root = Window(_millis(self.params.get(after)), _millis(self.params.get(before)))
         known = self.sample.millis()
         pending = deque(root.split(known, self._window_count(self.total or 0)) or [root])
-        in_flight: deque[tuple[Window, Future[Page]]] = deque()
-        executor = ThreadPoolExecutor(
-            max_workers=self.hook.settings.max_concurrency, thread_name_prefix="clarky-window"
-        )
+
+        def next_window() -> Callable[[], tuple[Window, Page]] | None:
+            return partial(self._window_page, pending.popleft()) if pending and within_bound() else None
+
+        pages = self.client.workers.in_order(next_window, ahead=self.client.config.max_concurrency)
         try:
-            while pending or in_flight:
-                while pending and len(in_flight) < self.hook.settings.max_concurrency and within_bound():
-                    window = pending.popleft()
-                    in_flight.append((window, executor.submit(self._window_page, window)))
-                if not in_flight:
-                    return
-                window, future = in_flight.popleft()
-                page = future.result()
+            for window, page in pages:
                 self.pages_read += 1
                 if self.on_page is not None:
                     self.on_page(page)
@@ -358,9 +351,7 @@ class ListReader:
                     )
                     yield from self._window_sweeps(window, page.total, held, within_bound)
         finally:
-            for _, pending_future in in_flight:
-                pending_future.cancel()
-            executor.shutdown(wait=True, cancel_futures=True)
+            pages.close()
 
     def _window_params(self, window: Window) -> dict[str, str]:
         assert self.res.partition_filters is not None
@@ -372,10 +363,10 @@ class ListReader:
             params[before] = _format_millis(window.high)
         return params
 
-    def _window_page(self, window: Window) -> Page:
+    def _window_page(self, window: Window) -> tuple[Window, Page]:
         path = self.res.list_path(self.parent_id)
-        page = fetch_page(self.hook, self.res, path, self._window_params(window), 1, self.parent_id)
-        return dataclasses.replace(page, window=True)
+        page = fetch_page(self.client, self.res, path, self._window_params(window), 1, self.parent_id)
+        return window, dataclasses.replace(page, window=True)
 
     def _window_sweeps(
         self, window: Window, total: int, held: set[int], within_bound: Callable[[], bool]
@@ -429,11 +420,11 @@ class ListReader:
             fresh += 1
             yield record
         if self.count_records:
-            self.hook.stats.add(records=fresh, duplicates_dropped=duplicates)
+            self.client.stats.add(records=fresh, duplicates_dropped=duplicates)
 
     def _stat(self, **counts: float) -> None:
         if self.counted:
-            self.hook.stats.add(**counts)
+            self.client.stats.add(**counts)
 
     def _finish(self, *, verified: bool) -> None:
         if verified:
@@ -449,7 +440,7 @@ class ListReader:
 
 
 def fan_out(
-    hook: ClarkyHook,
+    client: ListClient,
     resource: Resource,
     parents: Iterator[dict[str, Any]],
     params: dict[str, str],
@@ -458,36 +449,33 @@ def fan_out(
 ) -> Iterator[dict[str, Any]]:
     """Every parent's child list, read completely, several parents at once, yielded in parent order.
 
-    At most ``2 * max_concurrency`` parents' lists are read ahead and held, so memory stays
-    bounded; requests still go through the hook's limiter and its ``max_concurrency`` bound.
-    An id listed under several parents is yielded once.
+    Each parent's list is one task on the client's workers (its pages go to idle workers, or
+    are fetched by the task itself while the fan-out keeps them all busy: see
+    :mod:`.workers`). At most ``2 * max_concurrency`` lists are read ahead and held, so memory
+    stays bounded. An id listed under several parents is yielded once.
     """
-    concurrency = hook.settings.max_concurrency
     report = _serialised(on_page) if on_page is not None else None
 
     def read(parent_id: str) -> list[dict[str, Any]]:
         reader = ListReader(
-            hook, resource, parent_id, params, on_page=report, count_records=False, stop_before=stop_before
+            client, resource, parent_id, params, on_page=report, count_records=False, stop_before=stop_before
         )
         return list(reader)
 
+    def next_parent() -> Callable[[], list[dict[str, Any]]] | None:
+        parent = next(parents, None)
+        return None if parent is None else partial(read, str(parent["id"]))
+
     emitted: set[int] = set()
-    ahead: deque[Future[list[dict[str, Any]]]] = deque()
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clarky-fan-out")
+    lists = client.workers.in_order(next_parent, ahead=2 * client.config.max_concurrency)
     try:
-        for parent in parents:
-            ahead.append(executor.submit(read, str(parent["id"])))
-            if len(ahead) >= 2 * concurrency:
-                yield from _once(hook, ahead.popleft().result(), emitted)
-        while ahead:
-            yield from _once(hook, ahead.popleft().result(), emitted)
+        for records in lists:
+            yield from _once(client.stats, records, emitted)
     finally:
-        for future in ahead:
-            future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        lists.close()
 
 
-def _once(hook: ClarkyHook, records: list[dict[str, Any]], emitted: set[int]) -> Iterator[dict[str, Any]]:
+def _once(stats: RequestStats, records: list[dict[str, Any]], emitted: set[int]) -> Iterator[dict[str, Any]]:
     fresh = 0
     for record in records:
         record_id = record.get("id")
@@ -498,7 +486,7 @@ def _once(hook: ClarkyHook, records: list[dict[str, Any]], emitted: set[int]) ->
             emitted.add(marker)
         fresh += 1
         yield record
-    hook.stats.add(records=fresh, duplicates_dropped=len(records) - fresh)
+    stats.add(records=fresh, duplicates_dropped=len(records) - fresh)
 
 
 def _serialised(on_page: Callable[[Page], None]) -> Callable[[Page], None]:

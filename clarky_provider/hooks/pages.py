@@ -1,24 +1,21 @@
 """Pages of Clarky lists: the unit every read is made of, fetched in page order.
 
-``resource_pages`` streams one list's pages: page 1, then pages 2..N with at most
-``max_concurrency`` in flight (``total_pages`` re-read from every page), or on until a short
-page when the API sends no ``pagination``. Whether those pages add up to the whole list is
-:mod:`.listing`'s job.
+``resource_pages`` streams one list's pages: page 1, then pages 2..N with up to
+``max_concurrency`` submitted to the client's workers (``total_pages`` re-read from every
+page), or on until a short page when the API sends no ``pagination``. Whether those pages add
+up to the whole list is :mod:`.listing`'s job.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from clarky_provider.exceptions import ClarkyServerError
+from clarky_provider.hooks.list_client import ListClient
 from clarky_provider.resources import Resource
-
-if TYPE_CHECKING:
-    from clarky_provider.hooks.clarky import ClarkyHook
 
 #: Pages fetched when the API omits ``pagination`` and never returns a short page.
 MAX_PAGES_WITHOUT_TOTALS = 1_000_000
@@ -39,74 +36,76 @@ class Page:
 
 
 def resource_pages(
-    hook: ClarkyHook, res: Resource, parent_id: str | None, params: dict[str, str]
+    client: ListClient, res: Resource, parent_id: str | None, params: dict[str, str]
 ) -> Generator[Page, None, None]:
     path = res.list_path(parent_id)
     if not res.paginated:
-        yield fetch_page(hook, res, path, params, None, parent_id)
+        yield fetch_page(client, res, path, params, None, parent_id)
         return
-    first = fetch_page(hook, res, path, params, 1, parent_id)
+    first = fetch_page(client, res, path, params, 1, parent_id)
     yield first
     if not first.records:
         return
     if first.total_pages is None:
-        yield from _pages_without_totals(hook, res, path, params, parent_id, len(first.records))
+        yield from _pages_without_totals(client, res, path, params, parent_id, len(first.records))
         return
-    yield from _concurrent_pages(hook, res, path, params, parent_id, first.total_pages)
+    yield from _concurrent_pages(client, res, path, params, parent_id, first.total_pages)
 
 
 def _pages_without_totals(
-    hook: ClarkyHook, res: Resource, path: str, params: dict[str, str], parent_id: str | None, first_size: int
+    client: ListClient,
+    res: Resource,
+    path: str,
+    params: dict[str, str],
+    parent_id: str | None,
+    first_size: int,
 ) -> Iterator[Page]:
     """No ``pagination`` object: read on until a short or empty page (sequentially)."""
     size = first_size
     number = 1
-    while size >= hook.settings.page_size and number < MAX_PAGES_WITHOUT_TOTALS:
+    while size >= client.config.page_size and number < MAX_PAGES_WITHOUT_TOTALS:
         number += 1
-        page = fetch_page(hook, res, path, params, number, parent_id)
+        page = fetch_page(client, res, path, params, number, parent_id)
         yield page
         size = len(page.records)
 
 
 def _concurrent_pages(
-    hook: ClarkyHook,
+    client: ListClient,
     res: Resource,
     path: str,
     params: dict[str, str],
     parent_id: str | None,
     total_pages: int,
 ) -> Iterator[Page]:
-    """Pages 2..N with at most ``max_concurrency`` in flight, yielded in page order.
+    """Pages 2..N with up to ``max_concurrency`` submitted at once, yielded in page order.
 
     ``total_pages`` is re-read from every page, so growth during the run is followed and
     shrinkage ends at the first empty page.
     """
-    window: deque[tuple[int, Future[Page]]] = deque()
     next_number = 2
-    executor = ThreadPoolExecutor(max_workers=hook.settings.max_concurrency, thread_name_prefix="clarky-page")
+
+    def next_page() -> Callable[[], Page] | None:
+        nonlocal next_number
+        if next_number > total_pages:
+            return None
+        next_number += 1
+        return partial(fetch_page, client, res, path, params, next_number - 1, parent_id)
+
+    pages = client.workers.in_order(next_page, ahead=client.config.max_concurrency)
     try:
-        while True:
-            while len(window) < hook.settings.max_concurrency and next_number <= total_pages:
-                future = executor.submit(fetch_page, hook, res, path, params, next_number, parent_id)
-                window.append((next_number, future))
-                next_number += 1
-            if not window:
-                return
-            _, future = window.popleft()
-            page = future.result()
+        for page in pages:
             yield page
             if not page.records:
                 return
             if page.total_pages is not None:
                 total_pages = page.total_pages
     finally:
-        for _, pending in window:
-            pending.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        pages.close()
 
 
 def fetch_page(
-    hook: ClarkyHook,
+    client: ListClient,
     res: Resource,
     path: str,
     params: dict[str, str],
@@ -115,8 +114,8 @@ def fetch_page(
 ) -> Page:
     query = dict(params)
     if number is not None:
-        query.update(page=str(number), page_size=str(hook.settings.page_size))
-    payload = hook.request("GET", path, query)
+        query.update(page=str(number), page_size=str(client.config.page_size))
+    payload = client.get(path, query)
     records = payload.get("data")
     if not isinstance(records, list):
         raise ClarkyServerError(
@@ -127,7 +126,7 @@ def fetch_page(
             if record.get(res.parent_key) is None:
                 record[res.parent_key] = parent_id
     pagination = payload.get("pagination") or {}
-    hook.stats.add(pages=1)
+    client.stats.add(pages=1)
     return Page(
         resource=res.name,
         number=number or 1,

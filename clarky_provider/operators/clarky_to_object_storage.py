@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from clarky_provider.compat import BaseOperator, ObjectStoragePath
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
-from clarky_provider.hooks.progress import ProgressLog
 from clarky_provider.jsoncodec import dumps
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.hooks import clarky_hook
-from clarky_provider.resources import encode_filters, get_resource
+from clarky_provider.operators.plan import ReadPlan, table_spec
+from clarky_provider.operators.records import ResourceRecords
+from clarky_provider.resources import get_resource
 from clarky_provider.sql.arrow import arrow_schema
 from clarky_provider.sql.schema import TableLayout
 
@@ -80,19 +81,16 @@ class ClarkyToObjectStorageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
         resource = get_resource(self.resource)
-        filters = dict(self.filters or {})
-        encode_filters(resource, filters)  # refuse bad filters before any request or write
+        read = ReadPlan(resource, dict(self.filters or {}))  # bad filters fail before any request or write
         if self.format == "parquet":
             _require_pyarrow()
         destination = ObjectStoragePath(self.path)
         staging = destination / f".clarky-tmp-{uuid.uuid4().hex}"
         hook = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
-        progress = ProgressLog(resource.name, hook.stats)
         try:
             staging.mkdir(parents=True, exist_ok=True)
-            records = hook.paginate(resource.name, on_page=progress.page, **filters)
-            parts, rows = self._write_parts(staging, TableLayout(resource), records)
-            progress.finish()
+            records = ResourceRecords(hook, read)(None)  # a whole read: no watermark
+            parts, rows = self._write_parts(staging, TableLayout(table_spec(resource)), records)
             self._publish(staging, destination, parts)
         finally:
             if staging.exists():

@@ -1,15 +1,17 @@
 """ClarkyToSqlOperator: stream a Clarky resource into a warehouse table, atomically.
 
-``execute`` is the whole story: plan (every argument checked, before any request or write) ->
-hooks -> load (``clarky_provider.sql.load``, one transaction, statements from the warehouse's
-dialect) -> lineage.
+``execute`` is the whole story: plan (every argument checked, before any request or write:
+``plan.py``) -> hooks -> load (``clarky_provider.sql.load``, one transaction, statements from
+the warehouse's dialect), which asks the record source (``records.py``) for records once it
+knows the table's watermark -> summary and lineage.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +24,13 @@ from clarky_provider.exceptions import (
     ClarkyLoadError,
 )
 from clarky_provider.hooks.clarky import ClarkyHook
-from clarky_provider.hooks.progress import ProgressLog
-from clarky_provider.normalize import minus_one_millisecond, require_timestamp
+from clarky_provider.normalize import require_timestamp
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
-from clarky_provider.resources import RESOURCES, Resource, encode_filters, get_resource
+from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
+from clarky_provider.operators.records import ResourceRecords
+from clarky_provider.resources import RESOURCES, get_resource
 from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
 from clarky_provider.sql.load import LoadPlan, load
 from clarky_provider.sql.schema import TableLayout, check_identifier
@@ -137,14 +140,13 @@ class ClarkyToSqlOperator(BaseOperator):
 
     # -- planning (no I/O) ------------------------------------------------------------------
 
-    def plan(self, context: Context | dict[str, Any]) -> LoadPlan:
+    def plan(self, context: Context | dict[str, Any]) -> Plan:
         """Validate the rendered arguments; raises ``ClarkyConfigError`` before any request or write."""
         resource = get_resource(self.resource)
         table = check_identifier(self.table or resource.name, "Table name")
         schema = check_identifier(self.schema, "Schema name") if self.schema else None
         user_filters = dict(self.filters or {})
-        window_filters = self._window_filters(resource)
-        cursor_filter = resource.incremental_filter
+        window = window_filters(resource, self.window_start, self.window_end)
         mode = self.incremental
         if mode in ("watermark", "interval") and not resource.incremental:
             incremental = ", ".join(sorted(r.name for r in RESOURCES.values() if r.incremental))
@@ -161,76 +163,60 @@ class ClarkyToSqlOperator(BaseOperator):
         use_watermark = (
             updated_after is None
             and resource.incremental
-            and cursor_filter not in user_filters
-            and not window_filters
+            and resource.incremental_filter not in user_filters
+            and not window
             and (mode == "watermark" or (mode == "auto" and self.write_mode == "merge"))
         )
-        plan = LoadPlan(
+        read = ReadPlan(  # checks and encodes every filter, before any request
             resource=resource,
-            layout=TableLayout(resource),
-            schema=schema,
-            table=table,
-            write_mode=self.write_mode,
-            delete_mode=self.delete_mode,
-            user_filters=user_filters,
-            window_filters=window_filters,
+            filters={**user_filters, **window},
             updated_after=updated_after,
-            use_watermark=use_watermark,
             watermark_overlap=self.watermark_overlap,
-            batch_size=self.batch_size,
         )
-        encode_filters(resource, plan.api_filters(None))  # every filter, before any request
-        return plan
-
-    def _window_filters(self, resource: Resource) -> dict[str, Any]:
-        if self.window_start is None and self.window_end is None:
-            return {}
-        if resource.partition_filters is None:
-            raise ClarkyConfigError(
-                f"Backfill windows need a resource with created_after/created_before filters; {resource.name!r} has none."
-            )
-        after, before = resource.partition_filters
-        window: dict[str, Any] = {}
-        start = require_timestamp(self.window_start, "window_start") if self.window_start else None
-        end = require_timestamp(self.window_end, "window_end") if self.window_end else None
-        if start and end and start >= end:
-            raise ClarkyConfigError(
-                f"window_start ({start.isoformat()}) must be before window_end ({end.isoformat()})."
-            )
-        if start:
-            window[after] = start
-        if end:
-            window[before] = minus_one_millisecond(end)  # the API's bound is inclusive; ours is exclusive
-        return window
+        return Plan(
+            read=read,
+            load=LoadPlan(
+                layout=TableLayout(table_spec(resource)),
+                schema=schema,
+                table=table,
+                write_mode=self.write_mode,
+                delete_mode=self.delete_mode,
+                full_snapshot=not (read.filters or updated_after or use_watermark),
+                incremental=use_watermark,
+                batch_size=self.batch_size,
+            ),
+        )
 
     # -- execution --------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
         plan = self.plan(context)
+        resource, table = plan.read.resource, plan.load.table
         clarky = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
         _ = clarky.settings  # a bad key fails here, before the database is touched
         warehouse = sql_hook(self.sql_conn_id, self.sql_hook_params)
         dialect = dialect_for(warehouse)
-        if plan.schema and dialect.create_schema(plan.schema) is None:
+        if plan.load.schema and dialect.create_schema(plan.load.schema) is None:
             raise ClarkyConfigError(
-                f"{dialect.name} has no schemas; leave schema unset (got {plan.schema!r})."
+                f"{dialect.name} has no schemas; leave schema unset (got {plan.load.schema!r})."
             )
         # what only the engine can judge (its case folding), still before any request or write
-        dialect.check_case(plan.table, "table")
-        if plan.schema:
-            dialect.check_case(plan.schema, "schema")
+        dialect.check_case(table, "table")
+        if plan.load.schema:
+            dialect.check_case(plan.load.schema, "schema")
         dag_run = context.get("dag_run")
         metadata = (
             datetime.now(timezone.utc),
             getattr(dag_run, "dag_id", None),
             getattr(dag_run, "run_id", None),
         )
+        records = ResourceRecords(clarky, plan.read, self.progress_interval)
         connection = dialect.connect()
         try:
-            summary = load(plan, dialect, connection, self._reader(clarky, plan), metadata)
+            loaded = load(plan.load, dialect, connection, records, metadata)
         except ClarkyIncompleteReadError as exc:
-            raise exc.with_consequence(plan.partial_load_consequence()) from None
+            raise exc.with_consequence(plan.load.partial_load_consequence()) from None
         except ClarkyError:
             raise
         except Exception as exc:
@@ -238,7 +224,7 @@ class ClarkyToSqlOperator(BaseOperator):
                 "the table is as it was" if dialect.transactional_ddl else "the table's rows are as they were"
             )
             raise ClarkyLoadError(
-                f"Loading Clarky {plan.resource.name} into {plan.table} failed in the database "
+                f"Loading Clarky {resource.name} into {table} failed in the database "
                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:500]}); the transaction was rolled back and "
                 f"{state} before this run."
             ) from exc
@@ -247,33 +233,27 @@ class ClarkyToSqlOperator(BaseOperator):
             clarky.close()
         self._lineage = LoadLineage(
             api_base_url=clarky.settings.base_url,
-            workspace_id=summary.pop("workspace_id"),
-            resource=plan.resource.name,
+            workspace_id=records.workspace_id,
+            resource=resource.name,
             sql_conn_id=self.sql_conn_id,
-            schema=plan.schema,
-            table=plan.table,
-            columns=column_types(dialect, plan.layout),
-            rows=summary["rows_fetched"],
+            schema=plan.load.schema,
+            table=table,
+            columns=column_types(dialect, plan.load.layout),
+            rows=loaded.rows_fetched,
         )
-        summary.update(
-            clarky.stats.load_summary(summary["rows_fetched"]),
-            duration_seconds=round(time.monotonic() - started, 3),
-        )
-        log.info("Loaded Clarky %s into %s: %s", plan.resource.name, plan.table, summary)
+        summary = {
+            "resource": resource.name,
+            "table": table,
+            "write_mode": self.write_mode,
+            "filters": records.filters,
+            **asdict(loaded),
+            "watermark": loaded.watermark.isoformat() if loaded.watermark else None,
+            **clarky.stats.load_summary(loaded.rows_fetched),
+            "duration_seconds": round(time.monotonic() - started, 3),
+        }
+        log.info("Loaded Clarky %s into %s: %s", resource.name, table, summary)
         self._annotate_outlets(context, summary)
         return summary
-
-    def _reader(
-        self, clarky: ClarkyHook, plan: LoadPlan
-    ) -> Callable[[dict[str, Any]], Iterator[dict[str, Any]]]:
-        """The record stream the load asks for once it knows its watermark, with progress lines."""
-
-        def read(arguments: dict[str, Any]) -> Iterator[dict[str, Any]]:
-            progress = ProgressLog(plan.resource.name, clarky.stats, self.progress_interval)
-            yield from clarky.paginate(plan.resource.name, on_page=progress.page, **arguments)
-            progress.finish()
-
-        return read
 
     def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Row counts and the watermark ride on this task's asset events (``outlets``)."""

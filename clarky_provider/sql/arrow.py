@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.schema import Columns
+from clarky_provider.tables import FieldType
 
 
 def arrow_schema(columns: Columns, timestamp_unit: str) -> Any:

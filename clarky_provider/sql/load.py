@@ -1,4 +1,8 @@
-"""The load engine: a plan, a record stream and a dialect in; one table changed, atomically.
+"""The load engine: a plan, a record source and a dialect in; one table changed, atomically.
+
+It knows tables, not where records come from: it finds the table's watermark (its newest
+cursor value) when the load is incremental, asks the source for records with it, and returns
+what it did to the table (``Loaded``); turning the watermark into a read is the source's job.
 
 Records stream into a temporary staging table (PostgreSQL's binary ``COPY``, each engine's
 bulk path), and the target is only touched at the end, inside one transaction; an empty target
@@ -15,11 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from clarky_provider.normalize import parse_timestamp
-from clarky_provider.resources import Resource
 from clarky_provider.sql.dialects import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import (
@@ -33,46 +36,26 @@ from clarky_provider.sql.schema import (
 
 log = logging.getLogger(__name__)
 
-#: Reads the resource: the hook's ``paginate`` arguments (filters, ``changed_since``) in, records out.
-RecordSource = Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
+#: The records to load, given the table's watermark: the newest cursor value it holds, or None
+#: (an empty table, or a load that does not start from the watermark).
+RecordSource = Callable[[datetime | None], Iterable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """A load, complete and validated before the first request or write."""
+    """A load into one table, complete and validated before the first read or write."""
 
-    resource: Resource
     layout: TableLayout
     schema: str | None
     table: str
     write_mode: str  # merge, append or replace
     delete_mode: str | None  # None, flag or remove
-    user_filters: dict[str, Any]
-    window_filters: dict[str, Any]
-    updated_after: datetime | None
-    use_watermark: bool
-    watermark_overlap: timedelta
+    #: The records are every row there is: what they lack was deleted, and a merge compares
+    #: each record with its row before staging.
+    full_snapshot: bool
+    #: The read starts from the table's watermark, which the load finds first.
+    incremental: bool
     batch_size: int
-
-    @property
-    def is_full_snapshot(self) -> bool:
-        return not (self.user_filters or self.window_filters or self.updated_after or self.use_watermark)
-
-    def api_filters(self, watermark: datetime | None) -> dict[str, Any]:
-        filters = {**self.user_filters, **self.window_filters}
-        lower = self.updated_after or watermark
-        if lower is not None and self.resource.incremental_filter:
-            filters[self.resource.incremental_filter] = lower
-        return filters
-
-    def read_arguments(self, watermark: datetime | None) -> dict[str, Any]:
-        """The hook's ``paginate`` arguments: API filters, and for a child resource the lower
-        bound of its incremental read (``changed_since``)."""
-        arguments = self.api_filters(watermark)
-        lower = self.updated_after or watermark
-        if lower is not None and self.resource.parent_change_fields:
-            arguments["changed_since"] = lower
-        return arguments
 
     def partial_load_consequence(self) -> str:
         """What landing a partial read would have done to the table, for the error message."""
@@ -81,7 +64,7 @@ class LoadPlan:
             return (
                 f"{outcome} A partial replace would not have been safe: it drops the rows that were not read."
             )
-        if self.write_mode == "merge" and self.delete_mode and self.is_full_snapshot:
+        if self.write_mode == "merge" and self.delete_mode and self.full_snapshot:
             return (
                 f"{outcome} A partial merge would not have been safe: delete_mode={self.delete_mode!r} would "
                 "have marked every record that was not read as deleted."
@@ -92,21 +75,34 @@ class LoadPlan:
         )
 
 
+@dataclass
+class Loaded:
+    """What a load did to its table: rows by outcome, and the watermark it leaves (the newest
+    cursor value read, or the table's own when that is newer)."""
+
+    rows_fetched: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    rows_deleted: int = 0
+    watermark: datetime | None = None
+
+
 def load(
     plan: LoadPlan, dialect: WarehouseDialect, connection: Any, read: RecordSource, metadata: Metadata
-) -> dict[str, Any]:
+) -> Loaded:
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
     (and undo the DDL that committed, where DDL commits) and re-raise."""
     dialect.begin(connection)
     table_load = _TableLoad(plan, dialect, dialect.cursor(connection), read, metadata)
     try:
-        summary = table_load.run()
+        loaded = table_load.run()
         connection.commit()
     except BaseException:
         _rollback(connection)
         table_load.undo_committed_ddl()
         raise
-    return summary
+    return loaded
 
 
 class _TableLoad:
@@ -123,17 +119,16 @@ class _TableLoad:
         self.created = False  # whether this load created the target (undone on failure if DDL commits)
         self.added: list[str] = []  # columns this load added: every row must be written again
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Loaded:
         plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
         self._ensure_table()
-        watermark = self._watermark() if plan.use_watermark else None
-        arguments = plan.read_arguments(watermark)
+        newest = self._newest() if plan.incremental else None
         if self._direct_load_possible():
-            return self._summary(arguments, watermark, self._stream(self.target, arguments, None))
-        known = self._known_rows() if plan.write_mode == "merge" and plan.is_full_snapshot else None
+            return self._loaded(newest, self._stream(self.target, newest, None))
+        known = self._known_rows() if plan.write_mode == "merge" and plan.full_snapshot else None
         cur.execute(dialect.create_table(self.staging, layout, temporary=True))
-        streamed = self._stream(self.staging, arguments, known)
-        summary = self._summary(arguments, watermark, streamed)
+        streamed = self._stream(self.staging, newest, known)
+        loaded = self._loaded(newest, streamed)
         if known and plan.delete_mode:
             self._stage_gone(known)
         dialect.begin_changes(cur)
@@ -144,24 +139,23 @@ class _TableLoad:
                 staged -= unchanged
                 cur.execute(dialect.count_existing(self.target, self.staging, layout))
                 existing = cur.fetchone()[0]
-                summary.update(
-                    rows_updated=existing, rows_inserted=staged - existing, rows_unchanged=unchanged
-                )
+                loaded.rows_updated, loaded.rows_inserted = existing, staged - existing
+                loaded.rows_unchanged = unchanged
             if staged:
                 cur.execute(dialect.upsert(self.target, self.staging, layout))
         elif plan.write_mode == "replace":
             cur.execute(dialect.count_rows(self.target))
-            summary["rows_deleted"] = cur.fetchone()[0]
+            loaded.rows_deleted = cur.fetchone()[0]
             cur.execute(dialect.delete_all(self.target))
             cur.execute(dialect.insert_all(self.target, self.staging, layout))
         else:  # an append through staging, where DDL commits
             cur.execute(dialect.insert_all(self.target, self.staging, layout))
-        summary["rows_deleted"] += self._apply_deletes(known)
+        loaded.rows_deleted += self._apply_deletes(known)
         for table in (self.staging, self.gone if known and plan.delete_mode else None):
             drop = dialect.drop_staging(table) if table else None
             if drop:
                 cur.execute(drop)
-        return summary
+        return loaded
 
     def undo_committed_ddl(self) -> None:
         """After a failed load, where DDL committed, drop the table it created or the columns it
@@ -224,7 +218,7 @@ class _TableLoad:
         self.claimed = self._claim_if(self._needs_table_to_itself, plan.schema, plan.table, self.target)
         existing = dialect.existing_columns(cur, plan.schema, plan.table)
         if existing is None:
-            log.info("Creating table %s for Clarky %s", self.target, plan.resource.name)
+            log.info("Creating table %s for %s", self.target, plan.layout.spec.source)
             cur.execute(dialect.create_table(self.target, plan.layout))
             self.created = True
             return
@@ -283,22 +277,14 @@ class _TableLoad:
         self.cursor.execute(self.dialect.any_row(self.target))
         return self.cursor.fetchone() is None
 
-    def _watermark(self) -> datetime | None:
-        """The table's newest cursor value minus the safety overlap, or None for an empty table."""
-        plan = self.plan
-        self.cursor.execute(self.dialect.newest(self.target, plan.resource.cursor_field or ""))
+    def _newest(self) -> datetime | None:
+        """The table's watermark: its newest cursor value, or None for an empty table."""
+        spec = self.plan.layout.spec
+        self.cursor.execute(self.dialect.newest(self.target, spec.cursor or ""))
         newest = parse_timestamp(self.cursor.fetchone()[0])
         if newest is None:
-            log.info("%s is empty: loading the full history of %s", self.target, plan.resource.name)
-            return None
-        lower = newest - plan.watermark_overlap
-        log.info(
-            "Incremental load of %s: %s from %s",
-            plan.resource.name,
-            plan.resource.incremental_filter or "parents changed",
-            lower.isoformat(),
-        )
-        return lower
+            log.info("%s is empty: loading the full history of %s", self.target, spec.source)
+        return newest
 
     def _known_rows(self) -> dict[Any, int | None]:
         """Every row's key and content hash, before a full snapshot is merged in: a record whose
@@ -311,15 +297,13 @@ class _TableLoad:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def _stream(
-        self, table: str, arguments: dict[str, Any], known: dict[Any, int | None] | None
-    ) -> _Streamed:
+    def _stream(self, table: str, newest: datetime | None, known: dict[Any, int | None] | None) -> _Streamed:
         """Stream every record into ``table``; with ``known`` (the target's rows), only those
         that are new or changed (all, when this load added columns), and ``known`` keeps the
         keys that were not read. An unchanged record costs its hash, not a row."""
         plan = self.plan
         layout = plan.layout
-        cursor_field = plan.resource.cursor_field
+        cursor_field = layout.spec.cursor
         streamed = _Streamed()
         encode_json, timestamp = self.dialect.json_encoder(self.cursor), self.dialect.timestamp_encoder()
         make_row, encode = layout.row_maker(encode_json, timestamp), layout.encoder(encode_json)
@@ -328,14 +312,12 @@ class _TableLoad:
         compare = known is not None and not self.added
         absent = object()
         with self.dialect.row_writer(self.cursor, table, layout, plan.batch_size) as write:
-            for record in self.read(arguments):
+            for record in self.read(newest):
                 streamed.fetched += 1
                 if cursor_field is not None:
                     value = timestamp_or_none(record.get(cursor_field))
                     if value is not None and (streamed.newest is None or value > streamed.newest):
                         streamed.newest = value
-                if streamed.workspace_id is None:
-                    streamed.workspace_id = record.get("workspace_id")
                 encoded = None
                 if known is not None:
                     previous = known.pop(layout.record_key(record), absent)
@@ -390,25 +372,17 @@ class _TableLoad:
             self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (stamp,))
         return max(self.cursor.rowcount, 0)
 
-    def _summary(
-        self, arguments: dict[str, Any], watermark: datetime | None, streamed: _Streamed
-    ) -> dict[str, Any]:
-        """The run's XCom summary (a replace's ``rows_deleted`` and deletes are added after)."""
-        previous = watermark + self.plan.watermark_overlap if watermark else None
-        best = max((t for t in (streamed.newest, previous) if t is not None), default=None)
-        return {
-            "resource": self.plan.resource.name,
-            "table": self.plan.table,
-            "write_mode": self.plan.write_mode,
-            "filters": {k: v.isoformat() if isinstance(v, datetime) else v for k, v in arguments.items()},
-            "rows_fetched": streamed.fetched,
-            "rows_inserted": streamed.written - streamed.updated,
-            "rows_updated": streamed.updated,
-            "rows_unchanged": streamed.unchanged,
-            "rows_deleted": 0,
-            "watermark": best.isoformat() if best else None,
-            "workspace_id": streamed.workspace_id,
-        }
+    def _loaded(self, newest: datetime | None, streamed: _Streamed) -> Loaded:
+        """What the stream did (a merge's split into inserted and updated, a replace's and the
+        deletes' ``rows_deleted`` are set after)."""
+        watermark = max((t for t in (streamed.newest, newest) if t is not None), default=None)
+        return Loaded(
+            rows_fetched=streamed.fetched,
+            rows_inserted=streamed.written - streamed.updated,
+            rows_updated=streamed.updated,
+            rows_unchanged=streamed.unchanged,
+            watermark=watermark,
+        )
 
 
 def unchanged_in_staging(dialect: WarehouseDialect, target: str, staging: str, columns: Columns) -> str:
@@ -434,7 +408,6 @@ class _Streamed:
     updated: int = 0
     unchanged: int = 0
     newest: datetime | None = None
-    workspace_id: str | None = None
 
 
 def _rollback(connection: Any) -> None:

@@ -1,8 +1,8 @@
-"""The warehouse table of a catalog resource: its columns, and records turned into rows.
+"""The warehouse table of a ``TableSpec``: its columns, and records turned into rows.
 
-Columns come from the catalog (typed), plus convenience columns (``primary_email``,
-``primary_phone``), the whole record in ``_raw`` and load metadata. Values are normalised
-here once, so every dialect receives the same Python values.
+Columns are the spec's typed fields, its derived columns (such as ``primary_email``), the
+whole record in ``_raw`` and load metadata. Values are normalised here once, so every dialect
+receives the same Python values.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.jsoncodec import dumps as to_json
-from clarky_provider.normalize import parse_timestamp, primary_email, primary_phone
-from clarky_provider.resources import FieldType, Resource
+from clarky_provider.normalize import parse_timestamp
+from clarky_provider.tables import FieldType, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +138,13 @@ class Columns:
 
 
 class TableLayout(Columns):
-    """Columns of a resource's table and the conversion of records into rows in that order."""
+    """Columns of a spec's table and the conversion of records into rows in that order."""
 
-    def __init__(self, resource: Resource) -> None:
-        self.resource = resource
-        pk = set(resource.primary_key)
-        columns = [Column(f.name, f.type, f.name in pk) for f in resource.fields]
-        derived: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
-        if "emails" in resource.field_index:
-            derived.append(("primary_email", primary_email))
-        if "phone_numbers" in resource.field_index:
-            derived.append(("primary_phone", primary_phone))
-        columns += [Column(name, FieldType.STRING) for name, _ in derived]
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        pk = set(spec.primary_key)
+        columns = [Column(f.name, f.type, f.name in pk) for f in spec.fields]
+        columns += [Column(d.name, d.type) for d in spec.derived]
         columns += [
             Column(RAW, FieldType.OBJECT),
             Column(LOADED_AT, FieldType.TIMESTAMP),
@@ -158,10 +153,10 @@ class TableLayout(Columns):
             Column(DELETED_AT, FieldType.TIMESTAMP),
             Column(CONTENT_HASH, FieldType.INTEGER),
         ]
-        super().__init__(tuple(columns), resource.primary_key)
-        self._derived = tuple(derive for _, derive in derived)
-        #: The catalog's fields and the unknown ones already reported (each is logged once).
-        self._seen_fields: set[str] = set(resource.field_index)
+        super().__init__(tuple(columns), spec.primary_key)
+        self._derived = tuple(d.value for d in spec.derived)
+        #: The spec's fields and the unknown ones already reported (each is logged once).
+        self._seen_fields: set[str] = {f.name for f in spec.fields}
         self._row = self.row_maker()
 
     def row(self, record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
@@ -181,7 +176,7 @@ class TableLayout(Columns):
         read in one C-level ``map``, strings and JSON are converted inline, and only the few
         typed fields (numbers, timestamps, booleans) cost a function call.
         """
-        fields = self.resource.fields
+        fields = self.spec.fields
         names = tuple(f.name for f in fields)
         strings = tuple(i for i, f in enumerate(fields) if f.type is FieldType.STRING)
         jsons = tuple(i for i, f in enumerate(fields) if f.type in JSON_TYPES)
@@ -242,8 +237,8 @@ class TableLayout(Columns):
         for name in sorted(record.keys() - self._seen_fields):
             self._seen_fields.add(name)
             log.warning(
-                "Clarky %s has a field %r that the catalog does not know yet; it is kept in the %s column.",
-                self.resource.name,
+                "%s has a field %r that the catalog does not know yet; it is kept in the %s column.",
+                self.spec.source,
                 name,
                 RAW,
             )

@@ -27,6 +27,7 @@ from clarky_provider.normalize import parse_timestamp
 from clarky_provider.resources import (
     API_PREFIX,
     MAX_PAGE_SIZE,
+    RATE_WINDOW_SECONDS,
     READS_PER_MINUTE,
     RESOURCES,
     WRITES_PER_MINUTE,
@@ -227,11 +228,16 @@ class ClarkyEmulator:
     def connection_uri(self, key: str | None = None, **extra: Any) -> str:
         """An ``AIRFLOW_CONN_...`` JSON value pointing a ``clarky`` connection at this emulator.
 
-        The connection's ``requests_per_minute`` matches the emulator's (scaled) budget.
+        The connection's ``requests_per_minute`` and ``rate_window_seconds`` match the
+        emulator's (scaled) budget and window.
         """
         import json
 
-        extra = {"requests_per_minute": self.requests_per_minute, **extra}
+        extra = {
+            "requests_per_minute": self.requests_per_minute,
+            "rate_window_seconds": self.scaled(RATE_WINDOW_SECONDS),
+            **extra,
+        }
         return json.dumps(
             {"conn_type": "clarky", "host": self.base_url, "password": key or self.read_key, "extra": extra}
         )
@@ -276,7 +282,7 @@ class ClarkyEmulator:
         limit = self.write_rate_limit if write else self.rate_limit
         if limit is None:
             return {}
-        window = self.scaled(60.0)
+        window = self.scaled(RATE_WINDOW_SECONDS)
         with self._lock:
             budget = self._budgets.get((key, "write" if write else "read"))
             if budget is None:

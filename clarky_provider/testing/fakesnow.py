@@ -1,6 +1,8 @@
 """Snowflake SQL on your laptop for DAG tests: fakesnow, made as strict as Snowflake about
 transactions. ``with strict_fakesnow(directory):`` sends every ``snowflake.connector``
-connection of the process (``SnowflakeHook``'s included) to DuckDB files in ``directory``.
+connection of the process (``SnowflakeHook``'s included) to DuckDB files in ``directory``, and
+gives fakesnow's cursors the ``connection`` attribute a Snowflake cursor has (the bulk path
+hands it to ``write_pandas``).
 
 fakesnow runs DDL inside an explicit ``BEGIN`` as DuckDB would (rolled back with it), where
 Snowflake commits the open transaction. Here any such statement, and any ``write_pandas`` (a
@@ -64,6 +66,11 @@ def strict_fakesnow(directory: str | Path) -> Iterator[None]:
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(FakeSnowflakeCursor, "execute", execute))
         stack.enter_context(mock.patch.object(fakesnow.fakes, "write_pandas", write_pandas))
+        stack.enter_context(
+            mock.patch.object(
+                FakeSnowflakeCursor, "connection", property(lambda cursor: cursor._conn), create=True
+            )
+        )
         stack.enter_context(
             mock.patch.object(fakesnow.transforms, "extract_comment_on_table", extract_comment_on_table)
         )

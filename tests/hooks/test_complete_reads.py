@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -95,6 +96,22 @@ def test_fan_out_counts_only_the_child_records(monkeypatch):
         truth = emu.dataset["contact_activities"]
     assert hook.stats.records == len(records) == len(truth)
     assert hook.stats.total_reported == len(truth) and hook.stats.lists_read == 300
+
+
+def test_every_read_of_a_hook_runs_on_one_pool_of_workers_stopped_by_close(monkeypatch):
+    def read_workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("clarky-read")}
+
+    others = read_workers()  # idle workers of other tests' hooks that were never closed
+    with ClarkyEmulator(300, rate_limit=None) as emu:
+        hook, _ = read(emu, monkeypatch, "contacts")
+        list(hook.paginate("contact_activities"))  # a fan-out, with each parent's list paged
+        used = read_workers() - others
+        assert 0 < len(used) <= hook.settings.max_concurrency
+        hook.close()
+        assert not any(worker.is_alive() for worker in used)
+        assert len(list(hook.paginate("contacts"))) == 300  # a closed hook starts fresh workers
+        hook.close()
 
 
 def test_a_read_that_stays_short_fails_loudly_within_its_bound(monkeypatch):

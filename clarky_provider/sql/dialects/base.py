@@ -17,8 +17,8 @@ from airflow.providers.common.sql.dialects.dialect import Dialect
 
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.jsoncodec import dumps as to_json
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns, timestamp_or_none
+from clarky_provider.tables import FieldType
 
 Row = tuple[Any, ...]
 RowWriter = Callable[[Row], None]

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.arrow import arrow_schema
 from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import Columns
+from clarky_provider.tables import FieldType
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import IO, Any
 
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.schema import Column, Columns, timestamp_text
+from clarky_provider.tables import FieldType
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from clarky_provider.jsoncodec import dumps as to_json
 from clarky_provider.jsoncodec import dumps_jsonb
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect
 from clarky_provider.sql.schema import Columns
+from clarky_provider.tables import FieldType
 
 
 class PostgresDialect(WarehouseDialect):

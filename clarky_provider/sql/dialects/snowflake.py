@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import Row, RowWriter, WarehouseDialect, batches
 from clarky_provider.sql.schema import Columns
+from clarky_provider.tables import FieldType
 
 
 class SnowflakeDialect(WarehouseDialect):
@@ -100,7 +100,7 @@ class SnowflakeDialect(WarehouseDialect):
     def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
         """``write_pandas`` every ``bulk_rows`` rows (Parquet, snappy: gzip costs about 5 s of CPU
         per 20,000 contacts), only ever into staging, before ``begin_changes``."""
-        connection = getattr(cursor, "connection", None) or cursor._conn  # fakesnow's cursor: _conn
+        connection = cursor.connection
         schema, name = _split_qualified(table)
 
         def flush(batch: list[Row]) -> None:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from clarky_provider.jsoncodec import dumps_utf8
-from clarky_provider.resources import FieldType
 from clarky_provider.sql.dialects.base import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import JSON_TYPES, Column, Columns, timestamp_text
+from clarky_provider.tables import FieldType
 
 
 class SqliteDialect(WarehouseDialect):
