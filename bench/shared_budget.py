@@ -5,7 +5,7 @@
 
 Every Airflow task instance is its own process. This starts ONE emulator (120 reads per rolling
 minute per key, clock scaled) in this process and N separate Python processes that each page
-all contacts with ``ClarkyHook().paginate("contacts")`` on the same key, each with the full
+all contacts (or ``--resource``) with ``ClarkyHook().paginate(...)`` on the same key, each with the full
 budget on its connection, released together once all have imported Airflow. Modes:
 
 * ``process-local``: ``CLARKY_LIMITER_DIR=""``, each process paces alone, as before the shared
@@ -72,10 +72,11 @@ class Run:
 
 
 def run_processes(
-    emulator: Any, processes: int, limiter_dir: str, page_size: int, timeout: float = 120.0
+    emulator: Any, processes: int, limiter_dir: str, page_size: int, resource: str, timeout: float = 300.0
 ) -> list[dict[str, Any]]:
     """Start N children on the emulator, release them together, return their JSON results."""
     env = dict(os.environ)
+    env["CLARKY_BENCH_RESOURCE"] = resource
     env["AIRFLOW_CONN_CLARKY_DEFAULT"] = emulator.connection_uri(page_size=page_size)
     if "AIRFLOW_HOME" not in env:
         env["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="clarky-bench-home-")
@@ -115,14 +116,31 @@ def run_processes(
                 child.wait(timeout=10)
 
 
-def measure(processes: int, mode: str, *, contacts: int, page_size: int, time_scale: float) -> Run:
+def measure(
+    processes: int,
+    mode: str,
+    *,
+    contacts: int,
+    page_size: int,
+    time_scale: float,
+    latency: float = 0.0,
+    latency_jitter: float = 0.0,
+    resource: str = "contacts",
+) -> Run:
     from clarky_provider.testing import ClarkyEmulator
 
     with tempfile.TemporaryDirectory(prefix="clarky-limits-") as folder:
         limiter_dir = "" if mode == "process-local" else folder
-        with ClarkyEmulator(contacts, time_scale=time_scale, rate_limit=LIMIT, record_admissions=True) as emu:
+        with ClarkyEmulator(
+            contacts,
+            time_scale=time_scale,
+            rate_limit=LIMIT,
+            record_admissions=True,
+            latency=latency,
+            latency_jitter=latency_jitter,
+        ) as emu:
             log = emu.stats.admissions
-            results = run_processes(emu, processes, limiter_dir, page_size)
+            results = run_processes(emu, processes, limiter_dir, page_size, resource)
     return Run(
         processes=processes,
         mode=mode,
@@ -150,7 +168,7 @@ def child() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.monotonic()
-    records = sum(1 for _ in hook.paginate("contacts"))
+    records = sum(1 for _ in hook.paginate(os.environ["CLARKY_BENCH_RESOURCE"]))
     figures = {
         "records": records,
         "seconds": time.monotonic() - started,
@@ -170,13 +188,26 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=10, help="small pages make more requests")
     parser.add_argument("--time-scale", type=float, default=0.1, help="0.1: a rate-limit minute lasts 6 s")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--resource", default="contacts", help="e.g. contact_activities: one list per contact"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="API seconds per request (scaled like the clock)"
+    )
+    parser.add_argument(
+        "--latency-jitter",
+        type=float,
+        default=0.0,
+        help="extra API seconds per request, uniform in [0, this]",
+    )
     args = parser.parse_args()
     if args.command == "_child":
         child()
         return
     print(
         f"\nOne key, {LIMIT} reads per rolling minute, clock scaled x{1 / args.time_scale:g} (a minute lasts "
-        f"{60 * args.time_scale:g} s); each process pages {args.contacts} contacts, {args.page_size} per page, "
+        f"{60 * args.time_scale:g} s), {args.latency:g} API s latency plus up to {args.latency_jitter:g} of jitter; "
+        f"each process reads {args.resource} of {args.contacts} contacts, {args.page_size} per page, "
         "\nwith the full budget on its connection. At the server, per scaled minute: req/min = admitted "
         "/ busy minutes;\nin window = mean admitted requests in the rolling window after the first minute "
         "(budget = that / limit)."
@@ -194,6 +225,9 @@ def main() -> None:
                     contacts=args.contacts,
                     page_size=args.page_size,
                     time_scale=args.time_scale,
+                    latency=args.latency,
+                    latency_jitter=args.latency_jitter,
+                    resource=args.resource,
                 )
                 per_minute = (len(r.admitted) - 1) / r.scaled_minutes
                 print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clarky_provider.resources import DEFAULT_HOST, MAX_PAGE_SIZE, RATE_WINDOW_SECONDS, READS_PER_MINUTE
+from clarky_provider.resources import DEFAULT_HOST, MAX_PAGE_SIZE, READS_PER_MINUTE
 
 EXTRA_DEFAULTS: dict[str, int | float] = {
     "timeout": 30.0,
@@ -18,7 +18,6 @@ EXTRA_DEFAULTS: dict[str, int | float] = {
     "requests_per_minute": READS_PER_MINUTE,
     "max_concurrency": 4,
     "retry_backoff": 1.0,
-    "rate_window_seconds": float(RATE_WINDOW_SECONDS),
 }
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -65,16 +64,6 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "Retry backoff (seconds)",
         "description": "First wait before retrying a transient failure; doubles per retry, capped at 30 s.",
         "schema": {"type": ["number", "null"], "default": EXTRA_DEFAULTS["retry_backoff"], "minimum": 0.001},
-    },
-    "rate_window_seconds": {
-        "label": "Rate window (seconds)",
-        "description": "The rolling window the budget is counted over (60 for Clarky; the emulator's "
-        "scaled clock shrinks it). Requests start at once while the window has room.",
-        "schema": {
-            "type": ["number", "null"],
-            "default": EXTRA_DEFAULTS["rate_window_seconds"],
-            "exclusiveMinimum": 0,
-        },
     },
 }
 

@@ -87,23 +87,3 @@ def test_text_timestamps_cut_from_the_api_form_equal_parsed_and_formatted_ones()
     ):
         assert timestamp_text(*sqlite)(not_a_date) is None, not_a_date
         assert timestamp_text(*mysql)(not_a_date) is None, not_a_date
-
-
-def test_sql_knows_tables_not_the_api():
-    """Nothing under sql/ imports the catalog or the hooks, not even for type checking: it
-    builds tables from ``clarky_provider.tables`` and takes records from a plain source."""
-    import ast
-    from pathlib import Path
-
-    import clarky_provider.sql
-
-    root = Path(clarky_provider.sql.__file__).parent
-    api = ("clarky_provider.resources", "clarky_provider.hooks")
-    found = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            found += [f"{path.name}: {n}" for n in names if n.startswith(api)]
-    assert found == []

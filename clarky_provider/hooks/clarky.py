@@ -157,9 +157,7 @@ class ClarkyHook(BaseHook):
         """The key's pacing, shared with every thread and process on this host that uses the key."""
         if self._limiter is None:
             s = self.settings
-            self._limiter = RateLimiter.shared(
-                s.key_fingerprint, s.requests_per_minute, s.rate_window_seconds
-            )
+            self._limiter = RateLimiter.shared(s.key_fingerprint, s.requests_per_minute)
         return self._limiter
 
     @property

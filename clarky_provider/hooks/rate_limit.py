@@ -1,27 +1,20 @@
 """A client-side rate limiter for one Clarky API key, shared by every process on the host that uses it.
 
-Clarky allows a fixed number of reads per rolling 60-second window per key, counted across every
-process holding the key. Every Airflow task instance is its own process, so pacing kept in memory
-would let each task spend the whole budget and together bounce off 429s. Instead the state of a
-key lives in a small ``flock``-protected file in a private per-user folder, shared by every
-thread and process on the host: the request starts of the last window, counted in
-``BUCKETS`` time buckets (wall-clock seconds, because monotonic clocks are per process), and a
-pause-until time.
-
-A request may start at once while the window holds fewer than ``UTILISATION`` of the budget, as
-the server's own rolling window allows: ten lookups with the budget free take no pacing at all,
-and a long read runs at the budget whatever its latency and jitter do to arrival times (evenly
-spaced starts lost about a tenth of the budget whenever responses bunched). A start counts in its
-whole bucket, so it leaves the window up to one bucket late: the slack that absorbs arrival
-jitter at the server. Starts are first come, first served.
+Clarky allows a fixed number of reads per rolling minute per key, counted across every process
+holding the key. Every Airflow task instance is its own process, so pacing kept in memory would
+let each task spend the whole budget and together bounce off 429s. Instead the pacing state of
+a key (the next allowed request start and a pause-until time, in wall-clock seconds because
+monotonic clocks are per process) lives in a small ``flock``-protected file in a private per-user
+folder, shared by every thread and process on the host. Request starts are spaced evenly at
+slightly under the budget.
 
 Processes on other hosts are only visible through the server's own headers: when
-``X-RateLimit-Remaining`` says the window holds more requests than this host counted, the
-difference is counted as spent now; at 0, and on a 429's ``Retry-After``, everyone pauses.
+``X-RateLimit-Remaining`` gets low the spacing stretches so the remaining requests spread
+until ``X-RateLimit-Reset``; at 0, and on a 429's ``Retry-After``, everyone pauses.
 
-The state file holds times and counts and nothing else; its name is the key's fingerprint and
-budget. If it cannot be used (unwritable folder, corrupt file, no ``fcntl``) pacing falls back
-to this process alone, with one warning: a load never fails because of it.
+The state file holds two times and nothing else; its name is the key's fingerprint and budget.
+If it cannot be used (unwritable folder, corrupt file, no ``fcntl``) pacing falls back to this
+process alone, with one warning: a load never fails because of it.
 """
 
 from __future__ import annotations
@@ -48,14 +41,11 @@ except ImportError:  # pragma: no cover - Windows has no flock; pacing stays per
 
 log = logging.getLogger(__name__)
 
-#: Fraction of the window's budget this host lets start (the rest absorbs arrival jitter).
+#: Fraction of the budget we pace at, so jitter in arrival times never tips a rolling window over.
 UTILISATION = 0.99
-#: Buckets a window is counted in: a start leaves the window at most one bucket (0.5 s of a
-#: 60 s window) after the server forgets it.
-BUCKETS = 120
-#: Buckets kept: a window back from a start, and up to a window of reservations ahead of now.
-_SLOTS = 2 * BUCKETS + 2
-#: Folder of the state files; empty means pacing per process. Default:
+#: Below this fraction of ``X-RateLimit-Limit`` left, spacing stretches to last until the reset.
+LOW_REMAINING = 0.10
+#: Folder of the state files; empty means pacing per process (the old behaviour). Default:
 #: ``<tempdir>/clarky-provider-<uid>/limits``.
 DIR_ENV = "CLARKY_LIMITER_DIR"
 #: Fresh slots one ``acquire`` takes after pauses that arrived while it slept, at most.
@@ -63,16 +53,14 @@ MAX_REQUEUES = 100
 #: Stored times further ahead than this are a wall clock stepped back (or garbage), not a plan.
 MAX_AHEAD_SECONDS = 3600.0
 
-#: magic + version, paused until, last start (epoch seconds), then (bucket, starts) per slot
-_HEADER = struct.Struct("<4sdd")
-_SLOT = struct.Struct("<qQ")
-_MAGIC = b"CKL2"
-_STATE_SIZE = _HEADER.size + _SLOTS * _SLOT.size
+#: magic + version, next allowed start, paused until (epoch seconds)
+_STATE = struct.Struct("<4sdd")
+_MAGIC = b"CKL1"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 T = TypeVar("T")
 
-_registry: dict[tuple[str, float, float, str], RateLimiter] = {}
+_registry: dict[tuple[str, float, str], RateLimiter] = {}
 _registry_lock = threading.Lock()
 
 
@@ -96,79 +84,48 @@ def state_dir() -> Path | None:
 
 
 class RateLimiter:
-    """Lets request starts through while the rolling window holds fewer than ``UTILISATION`` of
-    its budget, across threads and processes.
+    """Spaces request starts ``60 / (rpm * UTILISATION)`` seconds apart across threads and processes.
 
-    :param requests_per_minute: the key's budget per minute (the connection's extra).
     :param key_id: a non-secret id of the key (the hook passes a sha256 prefix); with
         ``directory`` it names the state file shared with other processes.
-    :param directory: folder of the state files; ``None`` keeps the state in this process.
-    :param window_seconds: the server's rolling window (60 s; the emulator's scaled clock
-        shrinks it), over which ``requests_per_minute`` is spread.
+    :param directory: folder of the state files; ``None`` keeps pacing in this process.
     """
 
     def __init__(
-        self,
-        requests_per_minute: float,
-        key_id: str | None = None,
-        directory: Path | None = None,
-        window_seconds: float = 60.0,
+        self, requests_per_minute: float, key_id: str | None = None, directory: Path | None = None
     ) -> None:
-        if requests_per_minute <= 0 or window_seconds <= 0:
-            raise ValueError("requests_per_minute and window_seconds must be positive")
+        if requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be positive")
         self.requests_per_minute = requests_per_minute
-        self.window = window_seconds
-        #: starts one window may hold
-        self.allowed = max(1, math.floor(requests_per_minute * window_seconds / 60.0 * UTILISATION))
-        self._bucket_seconds = window_seconds / BUCKETS
+        self.interval = 60.0 / (requests_per_minute * UTILISATION)
         self._lock = threading.Lock()
         # the state, in wall-clock epoch seconds; a copy of the file's while it is shared
+        self._next_start = 0.0
         self._paused_until = 0.0
-        self._last_start = 0.0
-        self._slots: list[tuple[int, int]] = [(-1, 0)] * _SLOTS
         self.waited_seconds = 0.0
         self._directory = directory
         self._path: Path | None = None
         if key_id is not None and directory is not None and fcntl is not None:
-            name = f"{_file_id(key_id)}-{requests_per_minute:g}"
-            if window_seconds != 60.0:
-                name += f"-{window_seconds:g}s"
-            self._path = directory / f"{name}.state"
+            self._path = directory / f"{_file_id(key_id)}-{requests_per_minute:g}.state"
         self._fd: int | None = None
         self._fd_pid = 0
 
     @classmethod
-    def shared(cls, key_id: str, requests_per_minute: float, window_seconds: float = 60.0) -> RateLimiter:
+    def shared(cls, key_id: str, requests_per_minute: float) -> RateLimiter:
         """One limiter per key (by a non-secret fingerprint) and budget in this process, sharing
         its state with the other processes on this host through the state folder."""
         directory = state_dir()
-        registry_key = (key_id, requests_per_minute, window_seconds, str(directory))
+        registry_key = (key_id, requests_per_minute, str(directory))
         with _registry_lock:
             limiter = _registry.get(registry_key)
             if limiter is None:
-                limiter = _registry[registry_key] = cls(
-                    requests_per_minute, key_id, directory, window_seconds
-                )
+                limiter = _registry[registry_key] = cls(requests_per_minute, key_id, directory)
             return limiter
 
     @property
     def state_path(self) -> Path | None:
         """The state file shared with other processes, or ``None`` when pacing is per process."""
         return self._path
-
-    # -- the window ---------------------------------------------------------------------------
-
-    def _bucket(self, moment: float) -> int:
-        return math.floor(moment / self._bucket_seconds)
-
-    def _in_window(self, bucket: int) -> int:
-        """Starts counted in the window that ends with ``bucket`` (its oldest bucket whole)."""
-        return sum(count for held, count in self._slots if bucket - BUCKETS <= held <= bucket)
-
-    def _count(self, bucket: int, starts: int) -> None:
-        slot = bucket % _SLOTS
-        held, count = self._slots[slot]
-        self._slots[slot] = (bucket, count + starts if held == bucket else starts)
 
     # -- pacing -----------------------------------------------------------------------------
 
@@ -180,14 +137,8 @@ class RateLimiter:
         """
 
         def take_slot(now: float) -> tuple[float, float]:
-            start = max(now, self._paused_until, self._last_start)
-            for _ in range(_SLOTS):  # a window ahead holds a free bucket, reservations included
-                bucket = self._bucket(start)
-                if self._in_window(bucket) < self.allowed:
-                    break
-                start = (bucket + 1) * self._bucket_seconds
-            self._count(self._bucket(start), 1)
-            self._last_start = start
+            start = max(now, self._next_start, self._paused_until)
+            self._next_start = start + self.interval
             return start, start - now
 
         waited = 0.0
@@ -214,28 +165,33 @@ class RateLimiter:
         self._pause_until(time.time() + max(0.0, seconds))
 
     def observe(self, remaining: int | None, reset_epoch: float | None, limit: int | None = None) -> None:
-        """Follow the server's count of the key's window, which includes other hosts' requests.
+        """Follow the server's count of the key's budget, which includes other hosts' requests.
 
-        At 0 everyone pauses until the reset. Otherwise, when the server counts more requests in
-        the window (``limit - remaining``) than this host did, the difference (other hosts'
-        requests) is counted as started now.
+        At 0 everyone pauses until the reset. Below ``LOW_REMAINING`` of ``limit`` the next start
+        moves to no earlier than ``now + (reset - now) / (remaining + 1)``, so what is left
+        lasts until the reset. ``requests_per_minute`` stays the ceiling either way.
         """
         if remaining is None or reset_epoch is None:
             return
         if remaining <= 0:
             self._pause_until(reset_epoch)
             return
-        if limit is None:
+        if limit is None or remaining >= LOW_REMAINING * limit:
+            return
+        # Reset comes in whole seconds, so the moment it names can be up to a second early or
+        # late; spreading up to the earliest reading keeps rounding alone from slowing a client
+        # that is within the budget (the pause at 0 and Retry-After remain the hard stops).
+        earliest = reset_epoch - 1 if float(reset_epoch).is_integer() else reset_epoch
+        if (earliest - time.time()) / (remaining + 1) <= 0:
             return
 
-        def count_others(now: float) -> None:
-            bucket = self._bucket(now)
-            others = (limit - remaining) - self._in_window(bucket)
-            if others > 0:
-                self._count(bucket, others)
+        def stretch(now: float) -> None:
+            gap = (earliest - now) / (remaining + 1)
+            if gap > 0:
+                self._next_start = max(self._next_start, now + min(gap, MAX_AHEAD_SECONDS))
 
         with self._lock:
-            self._update(count_others)
+            self._update(stretch)
 
     def _pause_until(self, until: float) -> None:
         def hold(now: float) -> None:
@@ -253,7 +209,7 @@ class RateLimiter:
             result = change(time.time())
             if fd is not None and write:
                 try:
-                    os.pwrite(fd, self._pack(), 0)
+                    os.pwrite(fd, _STATE.pack(_MAGIC, self._next_start, self._paused_until), 0)
                 except OSError as exc:
                     self._fall_back(exc)
             return result
@@ -262,24 +218,6 @@ class RateLimiter:
                 _unlock(fd)
                 if self._path is None:  # fell back while writing
                     self._close()
-
-    def _pack(self) -> bytes:
-        slots = b"".join(_SLOT.pack(held, count) for held, count in self._slots)
-        return _HEADER.pack(_MAGIC, self._paused_until, self._last_start) + slots
-
-    def _unpack(self, data: bytes) -> None:
-        """Load the file's state; times further ahead than ``MAX_AHEAD_SECONDS`` are dropped."""
-        if len(data) != _STATE_SIZE:
-            raise StateFileError(f"{len(data)} bytes instead of {_STATE_SIZE}")
-        magic, paused_until, last_start = _HEADER.unpack_from(data)
-        if magic != _MAGIC or not (math.isfinite(paused_until) and math.isfinite(last_start)):
-            raise StateFileError("not a state this version wrote")
-        horizon = time.time() + MAX_AHEAD_SECONDS
-        self._paused_until = paused_until if paused_until <= horizon else 0.0
-        self._last_start = last_start if last_start <= horizon else 0.0
-        slots = [_SLOT.unpack_from(data, _HEADER.size + i * _SLOT.size) for i in range(_SLOTS)]
-        latest = self._bucket(horizon)
-        self._slots = [(held, count) if held <= latest else (-1, 0) for held, count in slots]
 
     def _lock_and_load(self) -> int | None:
         """Take the file lock and read the host's state into memory; ``None`` when per process."""
@@ -290,9 +228,16 @@ class RateLimiter:
             fd = self._open()
             fcntl.flock(fd, fcntl.LOCK_EX)
             locked = fd
-            data = os.pread(fd, _STATE_SIZE + 1, 0)
+            data = os.pread(fd, _STATE.size + 1, 0)
             if data:
-                self._unpack(data)
+                if len(data) != _STATE.size:
+                    raise StateFileError(f"{len(data)} bytes instead of {_STATE.size}")
+                magic, next_start, paused_until = _STATE.unpack(data)
+                if magic != _MAGIC or not (math.isfinite(next_start) and math.isfinite(paused_until)):
+                    raise StateFileError("not a state this version wrote")
+                horizon = time.time() + MAX_AHEAD_SECONDS
+                self._next_start = next_start if next_start <= horizon else 0.0
+                self._paused_until = paused_until if paused_until <= horizon else 0.0
             return fd
         except (OSError, StateFileError) as exc:
             if locked is not None:

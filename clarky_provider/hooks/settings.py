@@ -31,7 +31,6 @@ class ClarkySettings:
     requests_per_minute: float = float(EXTRA_DEFAULTS["requests_per_minute"])
     max_concurrency: int = int(EXTRA_DEFAULTS["max_concurrency"])
     retry_backoff: float = float(EXTRA_DEFAULTS["retry_backoff"])
-    rate_window_seconds: float = float(EXTRA_DEFAULTS["rate_window_seconds"])
 
     @property
     def key_fingerprint(self) -> str:
@@ -126,7 +125,6 @@ _CHECKS: dict[str, Callable[[Mapping[str, Any], str, Label], Any]] = {
     "requests_per_minute": _positive_number,
     "max_concurrency": _int_setting(1, 32),
     "retry_backoff": _positive_number,
-    "rate_window_seconds": _positive_number,
 }
 
 

@@ -212,7 +212,7 @@ class ClarkyToSqlOperator(BaseOperator):
             getattr(dag_run, "run_id", None),
         )
         records = ResourceRecords(clarky, plan.read, self.progress_interval)
-        connection = dialect.connect()
+        connection = dialect.session.connect()
         try:
             loaded = load(plan.load, dialect, connection, records, metadata)
         except ClarkyIncompleteReadError as exc:
@@ -221,7 +221,9 @@ class ClarkyToSqlOperator(BaseOperator):
             raise
         except Exception as exc:
             state = (
-                "the table is as it was" if dialect.transactional_ddl else "the table's rows are as they were"
+                "the table is as it was"
+                if dialect.capabilities.transactional_ddl
+                else "the table's rows are as they were"
             )
             raise ClarkyLoadError(
                 f"Loading Clarky {resource.name} into {table} failed in the database "
@@ -273,6 +275,6 @@ class ClarkyToSqlOperator(BaseOperator):
 
 def _close(dialect: WarehouseDialect, connection: Any) -> None:
     try:
-        dialect.close(connection)
+        dialect.session.close(connection)
     except Exception:
         log.debug("Closing the database connection failed", exc_info=True)

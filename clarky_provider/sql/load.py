@@ -5,8 +5,9 @@ cursor value) when the load is incremental, asks the source for records with it,
 what it did to the table (``Loaded``); turning the watermark into a read is the source's job.
 
 Records stream into a temporary staging table (PostgreSQL's binary ``COPY``, each engine's
-bulk path), and the target is only touched at the end, inside one transaction; an empty target
-takes the stream directly where the engine can lock it. A merge writes only what changed: every
+bulk path: the dialect's writer), and the target is only touched at the end, inside one
+transaction (the dialect's session); an empty target takes the stream directly where the
+engine can lock it (its capabilities say whether). A merge writes only what changed: every
 row carries a hash of its content, and a record whose hash equals its row's is not written at
 all (a full snapshot compares before staging, any other merge in staging: see
 ``_drop_unchanged``). A failure anywhere leaves the target as it was, and a retry converges on
@@ -93,8 +94,8 @@ def load(
 ) -> Loaded:
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
     (and undo the DDL that committed, where DDL commits) and re-raise."""
-    dialect.begin(connection)
-    table_load = _TableLoad(plan, dialect, dialect.cursor(connection), read, metadata)
+    dialect.session.begin(connection)
+    table_load = _TableLoad(plan, dialect, dialect.session.cursor(connection), read, metadata)
     try:
         loaded = table_load.run()
         connection.commit()
@@ -112,6 +113,7 @@ class _TableLoad:
         self, plan: LoadPlan, dialect: WarehouseDialect, cursor: Any, read: RecordSource, metadata: Metadata
     ) -> None:
         self.plan, self.dialect, self.cursor, self.read, self.metadata = plan, dialect, cursor, read, metadata
+        self.session, self.writer = dialect.session, dialect.writer(cursor)
         self.target = dialect.qualified(plan.schema, plan.table)
         self.staging = dialect.staging_table(plan.schema, f"_clarky_stage_{plan.table}")
         self.gone = dialect.staging_table(plan.schema, f"_clarky_gone_{plan.table}")
@@ -131,7 +133,7 @@ class _TableLoad:
         loaded = self._loaded(newest, streamed)
         if known and plan.delete_mode:
             self._stage_gone(known)
-        dialect.begin_changes(cur)
+        self.session.begin_changes(cur)
         if plan.write_mode == "merge":
             staged = streamed.written
             if known is None:  # not a full snapshot: staged as read, compared here
@@ -161,7 +163,7 @@ class _TableLoad:
         """After a failed load, where DDL committed, drop the table it created or the columns it
         added, so the table is as it was; where DDL is transactional the rollback already did.
         What another load has filled since (rows in the table, values in a column) stays."""
-        if self.dialect.transactional_ddl or not (self.created or self.added):
+        if self.dialect.capabilities.transactional_ddl or not (self.created or self.added):
             return
         dialect = self.dialect
         if self.created:
@@ -179,7 +181,7 @@ class _TableLoad:
             try:
                 self.cursor.execute(in_use)
                 if self.cursor.fetchone() is None:  # still empty: no other load has written to it
-                    dialect.undo(self.cursor, drop)
+                    self.session.undo(self.cursor, drop)
                     log.info("Dropped %s again: this failed load had made it", what)
             except Exception:
                 log.warning("Could not drop %s, which this failed load made (it is empty)", what)
@@ -237,7 +239,7 @@ class _TableLoad:
             nonlocal holds
             if not needed():
                 return True
-            holds = self.dialect.try_lock(self.cursor, schema, table)
+            holds = self.session.try_lock(self.cursor, schema, table)
             return holds
 
         wait_until(settled, f"the lock on {what}")
@@ -250,7 +252,11 @@ class _TableLoad:
             return True
         if self.plan.write_mode == "replace":
             return True  # two replaces at once: the second's DELETE would miss the first's rows
-        return self.plan.write_mode == "merge" and self.dialect.direct_first_loads and self._target_is_empty()
+        return (
+            self.plan.write_mode == "merge"
+            and self.dialect.capabilities.direct_first_loads
+            and self._target_is_empty()
+        )
 
     def _direct_load_possible(self) -> bool:
         """Whether rows can go straight into the target instead of through staging.
@@ -262,12 +268,12 @@ class _TableLoad:
         does so: other loads of the table then wait for it by polling, not in a ``LOCK`` that a
         ``statement_timeout`` ends.
         """
-        dialect = self.dialect
+        capabilities = self.dialect.capabilities
         if self.plan.write_mode == "append":
-            return dialect.direct_appends
-        if not dialect.direct_first_loads or not self.claimed or not self._target_is_empty():
+            return capabilities.direct_appends
+        if not capabilities.direct_first_loads or not self.claimed or not self._target_is_empty():
             return False
-        dialect.lock_empty_target(self.cursor, self.target)
+        self.session.lock_empty_target(self.cursor, self.target)
         if not self._target_is_empty():  # a writer committed rows before the lock was granted
             return False
         log.info("%s is empty: loading straight into it, without a staging table", self.target)
@@ -305,13 +311,13 @@ class _TableLoad:
         layout = plan.layout
         cursor_field = layout.spec.cursor
         streamed = _Streamed()
-        encode_json, timestamp = self.dialect.json_encoder(self.cursor), self.dialect.timestamp_encoder()
+        encode_json, timestamp = self.writer.json_encoder(), self.writer.timestamp_encoder()
         make_row, encode = layout.row_maker(encode_json, timestamp), layout.encoder(encode_json)
         loaded_at, dag_id, run_id = self.metadata
         metadata = (timestamp(loaded_at), dag_id, run_id)
         compare = known is not None and not self.added
         absent = object()
-        with self.dialect.row_writer(self.cursor, table, layout, plan.batch_size) as write:
+        with self.writer.stream(table, layout, plan.batch_size) as write:
             for record in self.read(newest):
                 streamed.fetched += 1
                 if cursor_field is not None:
@@ -351,7 +357,7 @@ class _TableLoad:
         """The keys of the rows a full snapshot did not return, in a temporary table."""
         keys = self.plan.layout.key_columns()
         self.cursor.execute(self.dialect.create_table(self.gone, keys, temporary=True))
-        with self.dialect.row_writer(self.cursor, self.gone, keys, self.plan.batch_size) as write:
+        with self.writer.stream(self.gone, keys, self.plan.batch_size) as write:
             for key in gone:
                 write(key if isinstance(key, tuple) else (key,))
 
@@ -368,7 +374,7 @@ class _TableLoad:
         if mode == "remove":
             self.cursor.execute(self.dialect.remove_gone(self.target, self.gone, keys))
         else:
-            stamp = self.dialect.timestamp_encoder()(self.metadata[0])
+            stamp = self.writer.timestamp_encoder()(self.metadata[0])
             self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (stamp,))
         return max(self.cursor.rowcount, 0)
 

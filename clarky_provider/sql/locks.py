@@ -1,8 +1,10 @@
-"""Waiting for a lock another load holds: many short tries, never one blocking statement."""
+"""Waiting for a lock another load holds (many short tries, never one blocking statement), and
+locks shared by the loads of one process."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -37,3 +39,17 @@ def wait_until(attempt: Callable[[], bool], what: str) -> float:
     if waited >= 1:
         log.info("Got %s after %.1f s", what, waited)
     return waited
+
+
+class ProcessLocks:
+    """One lock per name (a database file), shared by every load of this process: state that
+    belongs to the process, kept in one named place rather than on a class."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def of(self, name: str) -> threading.Lock:
+        """The lock of ``name``, made on first use."""
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())

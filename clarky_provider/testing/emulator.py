@@ -228,16 +228,11 @@ class ClarkyEmulator:
     def connection_uri(self, key: str | None = None, **extra: Any) -> str:
         """An ``AIRFLOW_CONN_...`` JSON value pointing a ``clarky`` connection at this emulator.
 
-        The connection's ``requests_per_minute`` and ``rate_window_seconds`` match the
-        emulator's (scaled) budget and window.
+        The connection's ``requests_per_minute`` matches the emulator's (scaled) budget.
         """
         import json
 
-        extra = {
-            "requests_per_minute": self.requests_per_minute,
-            "rate_window_seconds": self.scaled(RATE_WINDOW_SECONDS),
-            **extra,
-        }
+        extra = {"requests_per_minute": self.requests_per_minute, **extra}
         return json.dumps(
             {"conn_type": "clarky", "host": self.base_url, "password": key or self.read_key, "extra": extra}
         )

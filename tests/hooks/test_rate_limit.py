@@ -25,11 +25,7 @@ from tests.conftest import TEST_KEY, set_clarky_conn
 
 API = "https://clarky.ai/api/v1"
 
-#: Starts one 60 s window of a 120/minute key lets through: 99% of the budget.
-ALLOWED = 118
-#: How long the starts of a full window wait: the window, plus the bucket (0.5 s) that the
-#: oldest start is counted in as a whole.
-NEXT_WINDOW = 60.5
+INTERVAL = 60 / (120 * 0.99)
 
 
 @pytest.fixture
@@ -42,57 +38,38 @@ def limiter(folder: Path, key_id: str = "0123abcd4567", rpm: float = 120) -> Rat
     return RateLimiter(rpm, key_id, folder)
 
 
-# -- the rolling window, one host ---------------------------------------------------------------
+# -- spacing, one host ------------------------------------------------------------------------
 
 
-def test_a_read_that_fits_in_the_window_is_not_paced(folder, fake_clock):
+def test_starts_are_spaced_at_99_percent_of_the_budget(folder, fake_clock):
     one = limiter(folder)
-    assert [one.acquire() for _ in range(10)] == [0] * 10  # ten lookups with the budget free
+    assert [one.acquire() for _ in range(4)] == pytest.approx([0, INTERVAL, INTERVAL, INTERVAL])
+    assert fake_clock.now - 1_000.0 == pytest.approx(3 * INTERVAL)
 
 
-def test_a_full_window_waits_for_its_oldest_start_to_leave(folder, fake_clock):
-    one = limiter(folder)
-    assert one.allowed == ALLOWED
-    assert sum(one.acquire() for _ in range(ALLOWED)) == 0
-    assert one.acquire() == pytest.approx(NEXT_WINDOW)
-    assert fake_clock.now - 1_000.0 == pytest.approx(NEXT_WINDOW)
-
-
-def test_the_window_scales_with_the_servers_clock(folder, fake_clock):
-    """The emulator's scaled clock: 120 per 0.6 s is 12,000 a minute in a 0.6 s window."""
-    one = RateLimiter(12_000, "0123abcd4567", folder, window_seconds=0.6)
-    assert one.allowed == ALLOWED
-    assert sum(one.acquire() for _ in range(ALLOWED)) == 0
-    assert one.acquire() == pytest.approx(0.605)
-
-
-def test_two_processes_on_one_folder_share_one_window(folder, fake_clock):
+def test_two_processes_on_one_folder_take_turns(folder, fake_clock):
     first, second = limiter(folder), limiter(folder)
-    assert sum(first.acquire() for _ in range(60)) == 0
-    assert sum(second.acquire() for _ in range(ALLOWED - 60)) == 0
-    # together they get one budget, whoever asks
-    assert first.acquire() == pytest.approx(NEXT_WINDOW)
+    waits = [first.acquire(), second.acquire(), first.acquire(), second.acquire()]
+    # together they get one budget: every start one interval after the previous, whoever asks
+    assert waits == pytest.approx([0, INTERVAL, INTERVAL, INTERVAL])
 
 
 def test_separate_folders_pace_separately(tmp_path, fake_clock):
-    """What two hosts (or a per-process limiter) do: each spends the whole budget."""
+    """What two hosts (or the old per-process limiter) do: each spends the whole budget."""
     first, second = limiter(tmp_path / "host-a"), limiter(tmp_path / "host-b")
-    assert sum(first.acquire() for _ in range(ALLOWED)) == 0
-    assert sum(second.acquire() for _ in range(ALLOWED)) == 0
+    assert [first.acquire(), second.acquire()] == [0, 0]
 
 
 def test_other_keys_and_budgets_have_their_own_state(folder, fake_clock):
     base = limiter(folder)
-    for _ in range(ALLOWED):
-        base.acquire()
+    base.acquire()
     assert limiter(folder, key_id="ffff00001111").acquire() == 0
     assert limiter(folder, rpm=60).acquire() == 0
-    assert limiter(folder).acquire() == pytest.approx(NEXT_WINDOW)
+    assert limiter(folder).acquire() == pytest.approx(INTERVAL)
 
 
-def test_threads_and_processes_never_overfill_a_window(folder, monkeypatch):
-    """Eight threads over two limiters (two processes' worth) on a frozen clock: one window's
-    worth starts at once, the rest is reserved in the next window, never more per window."""
+def test_threads_and_processes_never_get_the_same_slot(folder, monkeypatch):
+    """Eight threads over two limiters (two processes' worth) on a frozen clock: every slot once."""
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     limiters = [limiter(folder), limiter(folder)]
@@ -110,7 +87,7 @@ def test_threads_and_processes_never_overfill_a_window(folder, monkeypatch):
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert sorted(waits) == pytest.approx([0.0] * ALLOWED + [NEXT_WINDOW] * (200 - ALLOWED))
+    assert sorted(waits) == pytest.approx([k * INTERVAL for k in range(200)])
 
 
 # -- pauses reach every process on the host ----------------------------------------------------
@@ -131,42 +108,57 @@ def test_exhausted_budget_pauses_the_other_processes_until_reset(folder, fake_cl
 def test_a_pause_holds_callers_already_waiting_for_their_slot(folder, fake_clock, monkeypatch):
     """A caller asleep until its slot must not start into a 429 pause another process just set."""
     first, second = limiter(folder), limiter(folder)
-    for _ in range(ALLOWED):
-        first.acquire()
+    first.acquire()
     sleep = fake_clock.sleep
 
     def sleep_while_the_other_process_hits_a_429(seconds: float) -> None:
         if not fake_clock.sleeps:
-            first.pause(100)
+            first.pause(5)
         sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", sleep_while_the_other_process_hits_a_429)
-    assert second.acquire() == pytest.approx(100)
-    assert fake_clock.sleeps == pytest.approx([NEXT_WINDOW, 100 - NEXT_WINDOW])
+    assert second.acquire() == pytest.approx(5)
+    assert fake_clock.sleeps == pytest.approx([INTERVAL, 5 - INTERVAL])
 
 
-# -- the server's count (what other hosts spend) ------------------------------------------------
+# -- pacing from the server's headers (what other hosts spend) ---------------------------------
 
 
-def test_what_the_server_counts_beyond_ours_is_spent_by_others(folder, fake_clock):
+def test_low_remaining_spreads_what_is_left_until_the_reset(folder, fake_clock):
     first, second = limiter(folder), limiter(folder)
     first.acquire()
-    first.observe(100, fake_clock.epoch + 30, 120)  # 20 in the window, 1 of them ours
-    assert sum(second.acquire() for _ in range(ALLOWED - 20)) == 0
-    assert second.acquire() == pytest.approx(NEXT_WINDOW)
+    first.observe(3, fake_clock.epoch + 10.5, 120)  # 3 of 120 left, reset in 10.5 s
+    assert second.acquire() == pytest.approx(10.5 / 4)
+    assert second.acquire() == pytest.approx(INTERVAL)  # the stretch is per answer, not sticky
 
 
 @pytest.mark.parametrize(
     ("remaining", "limit"),
-    [(119, 120), (120, 120), (3, None)],
-    ids=["only ours", "fewer than ours (in flight)", "no limit header"],
+    [(12, 120), (60, 120), (3, None)],
+    ids=["10% left", "half left", "no limit header"],
 )
-def test_the_server_never_adds_budget(folder, fake_clock, remaining, limit):
+def test_plenty_left_or_unknown_limit_keeps_the_configured_pace(folder, fake_clock, remaining, limit):
     one = limiter(folder)
     one.acquire()
     one.observe(remaining, fake_clock.epoch + 10.5, limit)
-    assert sum(one.acquire() for _ in range(ALLOWED - 1)) == 0
-    assert one.acquire() == pytest.approx(NEXT_WINDOW)
+    assert one.acquire() == pytest.approx(INTERVAL)
+
+
+def test_whole_second_reset_counts_from_its_earliest_reading(folder, fake_clock):
+    """``Reset`` in whole seconds may be up to a second late; rounding alone must not slow us."""
+    one = limiter(folder)
+    one.acquire()
+    one.observe(3, fake_clock.epoch + 11, 120)  # the epoch is whole: earliest reading 10 s away
+    assert one.acquire() == pytest.approx(10 / 4)
+    one.observe(1, fake_clock.epoch + 1, 120)  # could already be free: nothing to stretch
+    assert one.acquire() == pytest.approx(INTERVAL)
+
+
+def test_requests_per_minute_stays_the_ceiling(folder, fake_clock):
+    one = limiter(folder)
+    one.acquire()
+    one.observe(5, fake_clock.epoch + 0.6, 120)  # a stretch shorter than the interval
+    assert one.acquire() == pytest.approx(INTERVAL)
 
 
 def test_the_hook_passes_the_limit_header(monkeypatch, requests_mock, fake_clock):
@@ -178,9 +170,9 @@ def test_the_hook_passes_the_limit_header(monkeypatch, requests_mock, fake_clock
     }
     requests_mock.get(f"{API}/agents", json={"data": []}, headers=headers)
     hook = ClarkyHook()
-    hook.request("GET", "/agents")  # the server counts 118 in the window, 117 of them others'
     hook.request("GET", "/agents")
-    assert fake_clock.sleeps == pytest.approx([NEXT_WINDOW])
+    hook.request("GET", "/agents")
+    assert fake_clock.sleeps == pytest.approx([30.5 / 3])
 
 
 # -- the state file -----------------------------------------------------------------------------
@@ -196,11 +188,8 @@ def test_state_file_is_private_and_holds_only_times(monkeypatch, requests_mock, 
     assert path == folder / f"{hook.settings.key_fingerprint}-120.state"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    data = path.read_bytes()
-    magic, paused_until, last_start = struct.unpack_from("<4sdd", data)
-    assert (magic, paused_until, last_start) == (b"CKL2", 0.0, fake_clock.epoch)
-    slots = [struct.unpack_from("<qQ", data, 20 + 16 * i) for i in range((len(data) - 20) // 16)]
-    assert [slot for slot in slots if slot[1]] == [(int(fake_clock.epoch / 0.5), 1)]  # one start
+    magic, next_start, paused_until = struct.unpack("<4sdd", path.read_bytes())
+    assert (magic, next_start, paused_until) == (b"CKL1", pytest.approx(fake_clock.epoch + INTERVAL), 0.0)
     assert TEST_KEY not in str(path) and TEST_KEY.encode() not in path.read_bytes()
 
 
@@ -231,8 +220,8 @@ def test_corrupt_state_file_falls_back_to_pacing_alone(folder, fake_clock, caplo
     first.state_path.write_bytes(b"{not a state}")
     second = limiter(folder)
     with caplog.at_level(logging.WARNING, logger="clarky_provider.hooks.rate_limit"):
-        waits = [second.acquire() for _ in range(ALLOWED + 1)]
-    assert waits == pytest.approx([0] * ALLOWED + [NEXT_WINDOW])  # still paced, now alone
+        waits = [second.acquire() for _ in range(3)]
+    assert waits == pytest.approx([0, INTERVAL, INTERVAL])  # still paced, now alone
     assert second.state_path is None
     assert len(_fallback_warnings(caplog)) == 1
 
@@ -251,7 +240,7 @@ def test_unusable_folder_falls_back_to_pacing_alone(tmp_path, fake_clock, caplog
             (folder / "0123abcd4567-120.state").symlink_to(folder / "elsewhere")
     one = limiter(folder)
     with caplog.at_level(logging.WARNING, logger="clarky_provider.hooks.rate_limit"):
-        assert [one.acquire(), one.acquire()] == [0, 0]
+        assert [one.acquire(), one.acquire()] == pytest.approx([0, INTERVAL])
         one.pause(1)
         one.observe(0, fake_clock.epoch + 3, 120)
     assert one.state_path is None
@@ -265,9 +254,9 @@ def test_times_far_ahead_are_ignored(folder, fake_clock):
     one = limiter(folder)
     one.acquire()
     assert one.state_path is not None
-    far = fake_clock.epoch + 36_000
-    slots = b"".join(struct.pack("<qQ", int(far / 0.5), 10_000) for _ in range(rate_limit._SLOTS))
-    one.state_path.write_bytes(struct.pack("<4sdd", b"CKL2", far, far) + slots)
+    one.state_path.write_bytes(
+        struct.pack("<4sdd", b"CKL1", fake_clock.epoch + 36_000, fake_clock.epoch + 36_000)
+    )
     assert limiter(folder).acquire() == 0
 
 

@@ -165,9 +165,9 @@ def test_loads_into_a_new_schema_at_once(slow_emulator, pg_warehouse):
 def test_a_waiting_load_outlasts_statement_and_lock_timeouts(pg_warehouse, monkeypatch):
     """The second load waits for the first's whole transaction, much longer than the database's
     statement_timeout and lock_timeout, and still succeeds."""
-    from clarky_provider.sql.dialects import PostgresDialect
+    from clarky_provider.sql.dialects.postgres import PostgresWriter
 
-    monkeypatch.setattr(PostgresDialect, "copy_seconds", 0.2)  # so the first load's COPYs stay short
+    monkeypatch.setattr(PostgresWriter, "copy_seconds", 0.2)  # so the first load's COPYs stay short
     database = pg_warehouse.dsn.rsplit("/", 1)[-1]
     pg_warehouse.execute(f"ALTER DATABASE {database} SET statement_timeout = '1s'")
     pg_warehouse.execute(f"ALTER DATABASE {database} SET lock_timeout = '200ms'")

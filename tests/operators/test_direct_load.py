@@ -108,9 +108,9 @@ def test_direct_load_keeps_writers_out_but_not_readers(pg_warehouse, monkeypatch
 
 def test_load_longer_than_statement_timeout(pg_warehouse, monkeypatch):
     """A rate-limited load runs for hours; no single COPY may stay open that long."""
-    from clarky_provider.sql.dialects import PostgresDialect
+    from clarky_provider.sql.dialects.postgres import PostgresWriter
 
-    monkeypatch.setattr(PostgresDialect, "copy_seconds", 0.3)  # 10 s in production
+    monkeypatch.setattr(PostgresWriter, "copy_seconds", 0.3)  # 10 s in production
     database = pg_warehouse.dsn.rsplit("/", 1)[-1]
     pg_warehouse.execute(f"ALTER DATABASE {database} SET statement_timeout = '1s'")
     with ClarkyEmulator(300, rate_limit=None, latency=0.2) as slow:

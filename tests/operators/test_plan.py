@@ -95,11 +95,11 @@ def test_the_engine_loads_any_table_from_a_source_given_only_the_watermark(tmp_p
         return read
 
     def run(records: list[dict[str, Any]]):
-        connection = dialect.connect()
+        connection = dialect.session.connect()
         try:
             return load(plan, dialect, connection, source(records), (NEWEST, None, None))
         finally:
-            dialect.close(connection)
+            dialect.session.close(connection)
 
     first = run([{"id": "a", "at": "2026-01-01T00:00:00Z"}, {"id": "b", "at": "2026-01-02T00:00:00Z"}])
     second = run([{"id": "b", "at": "2026-01-02T00:00:00Z"}, {"id": "c", "at": "2026-01-03T00:00:00Z"}])

@@ -14,7 +14,7 @@ from clarky_provider.compat import AirflowException, BaseHook
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.operators.hooks import providers_manager, sql_hook
-from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
+from clarky_provider.sql.dialects import Capabilities, WarehouseDialect, dialect_for
 from tests.warehouse import (
     SNOWFLAKE_SCHEMA,
     postgres_warehouse,
@@ -173,7 +173,7 @@ def dialect_of(engine: str, monkeypatch: pytest.MonkeyPatch) -> WarehouseDialect
 
 def test_postgres_refuses_names_that_are_not_lower_case(monkeypatch):
     dialect = dialect_of("postgres", monkeypatch)
-    assert dialect.unquoted_case == "lower"
+    assert dialect.capabilities.unquoted_case == "lower"
     with pytest.raises(ClarkyConfigError) as refused:
         dialect.check_case("CRM_Pipelines", "table")
     assert str(refused.value) == (
@@ -190,7 +190,7 @@ def test_postgres_refuses_names_that_are_not_lower_case(monkeypatch):
 def test_snowflake_stores_every_name_upper_case_so_refuses_none(monkeypatch):
     """Snowflake folds unquoted names to upper case, and the dialect quotes them upper-cased."""
     dialect = dialect_of("snowflake", monkeypatch)
-    assert dialect.unquoted_case == "upper"
+    assert dialect.capabilities.unquoted_case == "upper"
     for name in ("CRM_Pipelines", "crm_pipelines", "CRM_PIPELINES"):
         assert dialect.check_case(name, "table") == name
         assert dialect.quote(name) == '"CRM_PIPELINES"'
@@ -199,7 +199,7 @@ def test_snowflake_stores_every_name_upper_case_so_refuses_none(monkeypatch):
 @pytest.mark.parametrize("engine", ["sqlite", "duckdb", "mysql"])
 def test_engines_that_match_names_whatever_their_case_refuse_none(monkeypatch, engine):
     dialect = dialect_of(engine, monkeypatch)
-    assert dialect.unquoted_case is None
+    assert dialect.capabilities.unquoted_case is None
     assert dialect.check_case("CRM_Pipelines", "table") == "CRM_Pipelines"
 
 
@@ -209,7 +209,7 @@ def test_the_rule_is_the_dialects_capability_not_an_engine_name(monkeypatch):
 
     class UpperFolding(WarehouseDialect):
         title = "An upper-folding engine"
-        unquoted_case = "upper"
+        capabilities = Capabilities(unquoted_case="upper")
 
     dialect = UpperFolding(base.hook)
     with pytest.raises(ClarkyConfigError, match=r"'contacts' is not upper case: use 'CONTACTS'\. An upper"):

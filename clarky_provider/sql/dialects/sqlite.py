@@ -7,29 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 from clarky_provider.jsoncodec import dumps_utf8
-from clarky_provider.sql.dialects.base import WarehouseDialect
+from clarky_provider.sql.dialects.ansi import WarehouseDialect
+from clarky_provider.sql.dialects.capabilities import Capabilities
+from clarky_provider.sql.dialects.session import Session
+from clarky_provider.sql.dialects.type_map import TypeMap
+from clarky_provider.sql.dialects.writer import BulkWriter
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import JSON_TYPES, Column, Columns, timestamp_text
 from clarky_provider.tables import FieldType
 
 
-class SqliteDialect(WarehouseDialect):
+class SqliteSession(Session):
     """One database file; loads into it run one after another (``begin``)."""
 
-    name = "sqlite"
-    temporary = "TEMP"
-    types = {
-        FieldType.STRING: "TEXT",
-        FieldType.INTEGER: "INTEGER",
-        FieldType.NUMBER: "REAL",
-        FieldType.BOOLEAN: "INTEGER",
-        FieldType.TIMESTAMP: "TEXT",
-        FieldType.ARRAY: "TEXT",
-        FieldType.OBJECT: "TEXT",
-    }
-
-    #: ``BEGIN IMMEDIATE`` holds the whole database: an empty target stays empty until commit.
-    direct_first_loads = True
     #: Longest one ``BEGIN IMMEDIATE`` waits in SQLite's busy handler before we try again.
     busy_milliseconds = 1000
 
@@ -50,20 +40,44 @@ class SqliteDialect(WarehouseDialect):
         finally:
             connection.execute(f"PRAGMA busy_timeout = {int(previous)}")
 
-    def create_schema(self, schema: str) -> str | None:
-        return None
+
+class SqliteWriter(BulkWriter):
+    """``executemany``; JSON as UTF-8 bytes (``SqliteDialect.value_mark`` casts them to text)."""
+
+    def json_encoder(self) -> Callable[[Any], Any]:
+        return dumps_utf8
+
+    def timestamp_encoder(self) -> Callable[[Any], Any]:
+        return timestamp_text("T", "+00:00", "milliseconds")
+
+
+class SqliteDialect(WarehouseDialect):
+    name = "sqlite"
+    capabilities = Capabilities(
+        # ``BEGIN IMMEDIATE`` holds the whole database: an empty target stays empty until commit.
+        direct_first_loads=True,
+        schemas=False,
+    )
+    types = TypeMap(
+        {
+            FieldType.STRING: "TEXT",
+            FieldType.INTEGER: "INTEGER",
+            FieldType.NUMBER: "REAL",
+            FieldType.BOOLEAN: "INTEGER",
+            FieldType.TIMESTAMP: "TEXT",
+            FieldType.ARRAY: "TEXT",
+            FieldType.OBJECT: "TEXT",
+        }
+    )
+    session_class = SqliteSession
+    writer_class = SqliteWriter
+    temporary = "TEMP"
 
     def existing_columns(self, cursor: Any, schema: str | None, table: str) -> set[str] | None:
         prefix = f"{self.quote(schema)}." if schema else ""
         cursor.execute(f"PRAGMA {prefix}table_info({self.quote(table)})")
         names = {row[1] for row in cursor.fetchall()}
         return names or None
-
-    def json_encoder(self, cursor: Any) -> Callable[[Any], Any]:
-        return dumps_utf8  # bytes, made text by ``value_mark``'s CAST
-
-    def timestamp_encoder(self) -> Callable[[Any], Any]:
-        return timestamp_text("T", "+00:00", "milliseconds")
 
     def value_mark(self, column: Column) -> str:
         """JSON columns arrive as UTF-8 bytes and are stored as text: ``CAST(? AS TEXT)``
@@ -73,7 +87,7 @@ class SqliteDialect(WarehouseDialect):
         return self.placeholder
 
     def key_order(self, columns: Columns) -> str:
-        return ""  # one writer at a time (``begin``): no row locks to take in order
+        return ""  # one writer at a time (``SqliteSession.begin``): no row locks to take in order
 
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.

@@ -1,59 +1,30 @@
 """The ANSI warehouse dialect on top of common-sql's ``Dialect``: every statement a load runs.
 
 common-sql's ``Dialect`` is built from the connection's hook and knows its placeholder and
-identifier escaping; this adds what it lacks: column types, the bulk path into a table, the
-upsert, staging, delete detection and locks. ANSI SQL with ``MERGE`` is the fallback for an
-engine no subclass names (see ``clarky_provider.sql.dialects``); each engine overrides only
-what it does differently.
+identifier escaping; this adds the statement text it lacks: tables, staging, the upsert, delete
+detection and the small queries in between. An engine's other pieces hang off its dialect
+class: what it can do (``capabilities``), its column types (``types``), its connection and
+locks (``session_class``) and its bulk path (``writer_class``). ANSI SQL with ``MERGE`` is the
+fallback for an engine nobody registered (``clarky_provider.sql.dialects.registry``); each
+engine overrides only what it does differently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from airflow.providers.common.sql.dialects.dialect import Dialect
 
 from clarky_provider.exceptions import ClarkyConfigError
-from clarky_provider.jsoncodec import dumps as to_json
-from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns, timestamp_or_none
+from clarky_provider.sql.dialects.capabilities import Capabilities
+from clarky_provider.sql.dialects.session import Session
+from clarky_provider.sql.dialects.type_map import TypeMap
+from clarky_provider.sql.dialects.writer import BulkWriter
+from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns
 from clarky_provider.tables import FieldType
 
-Row = tuple[Any, ...]
-RowWriter = Callable[[Row], None]
-
-
-@contextmanager
-def batches(flush: Callable[[list[Row]], None], size: int) -> Iterator[RowWriter]:
-    """``write(row)`` that hands ``flush`` every ``size`` rows, and the rest at the end; the
-    list is reused afterwards, so ``flush`` must be done with it when it returns."""
-    batch: list[Row] = []
-
-    def write(row: Row) -> None:
-        batch.append(row)
-        if len(batch) >= size:
-            flush(batch)
-            batch.clear()
-
-    yield write
-    if batch:
-        flush(batch)
-
-
-class WarehouseDialect(Dialect):
-    """ANSI SQL with ``MERGE``; placeholders and identifier escaping come from the hook."""
-
-    name = "ansi"
-    #: The engine's name in messages.
-    title = "this warehouse"
-    #: How the engine folds unquoted names: ``"lower"`` (PostgreSQL), ``"upper"`` (Snowflake),
-    #: or None where quotes do not change how a name is found (SQLite and DuckDB match any case;
-    #: MySQL treats a name alike quoted or not, per ``lower_case_table_names``) or where we
-    #: cannot know (ANSI). Where it folds, ``check_case`` refuses a name that would be stored
-    #: otherwise, since it would then answer only in quotes.
-    unquoted_case: Literal["lower", "upper"] | None = None
-    types: dict[FieldType, str] = {
+ANSI_TYPES = TypeMap(
+    {
         FieldType.STRING: "VARCHAR",
         FieldType.INTEGER: "BIGINT",
         FieldType.NUMBER: "DOUBLE PRECISION",
@@ -62,18 +33,29 @@ class WarehouseDialect(Dialect):
         FieldType.ARRAY: "VARCHAR",
         FieldType.OBJECT: "VARCHAR",
     }
-    #: Types of the staging table's columns, where they differ (Snowflake stages JSON as text).
-    staging_types: dict[FieldType, str] | None = None
+)
+
+
+class WarehouseDialect(Dialect):
+    """ANSI SQL with ``MERGE``; placeholders and identifier escaping come from the hook."""
+
+    name: ClassVar[str] = "ansi"
+    #: The engine's name in messages.
+    title: ClassVar[str] = "this warehouse"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    types: ClassVar[TypeMap] = ANSI_TYPES
+    session_class: ClassVar[type[Session]] = Session
+    writer_class: ClassVar[type[BulkWriter]] = BulkWriter
     temporary = "TEMPORARY"
-    #: Whether DDL joins the load's transaction. Where it does not (MySQL, Snowflake: DDL
-    #: commits), the load creates and stages first and changes the target in a transaction
-    #: of DML only (``begin_changes``), and never loads straight into the target.
-    transactional_ddl = True
-    #: Whether a merge or replace into an empty target streams straight into it, the engine
-    #: keeping other writers out until commit (``lock_empty_target``), instead of staging.
-    direct_first_loads = False
-    #: Whether appends stream straight into the target (not where the bulk path itself commits).
-    direct_appends = True
+
+    def __init__(self, hook: Any, **kwargs: Any) -> None:
+        super().__init__(hook, **kwargs)
+        #: The load's connection, transaction and locks on this engine.
+        self.session = self.session_class(self.hook)
+
+    def writer(self, cursor: Any) -> BulkWriter:
+        """The bulk path into this engine's tables on ``cursor``."""
+        return self.writer_class(self, cursor)
 
     # -- identifiers ----------------------------------------------------------------------
 
@@ -90,14 +72,15 @@ class WarehouseDialect(Dialect):
     def check_case(self, identifier: str, kind: str) -> str:
         """Refuse, before any request or write, a ``kind`` ("table", "schema") name that
         ``select * from <name>`` could not find because the engine folds unquoted names."""
-        if self.unquoted_case is None:
+        case = self.capabilities.unquoted_case
+        if case is None:
             return identifier
         stored = self.stored_name(identifier)
-        folded = stored.lower() if self.unquoted_case == "lower" else stored.upper()
+        folded = stored.lower() if case == "lower" else stored.upper()
         if stored != folded:
             raise ClarkyConfigError(
-                f"{kind.capitalize()} name {identifier!r} is not {self.unquoted_case} case: use "
-                f"{folded!r}. {self.title} folds unquoted names to {self.unquoted_case} case, so a "
+                f"{kind.capitalize()} name {identifier!r} is not {case} case: use "
+                f"{folded!r}. {self.title} folds unquoted names to {case} case, so a "
                 f"{kind} created as {self.quote(identifier)} could only be queried in quotes."
             )
         return identifier
@@ -108,32 +91,12 @@ class WarehouseDialect(Dialect):
     def column_list(self, columns: Columns, prefix: str = "") -> str:
         return ", ".join(prefix + self.quote(name) for name in columns.names)
 
-    # -- the connection and the transaction --------------------------------------------------
-
-    def connect(self) -> Any:
-        """Open the load's connection (the hook's ``get_conn()``)."""
-        return self.hook.get_conn()
-
-    def cursor(self, connection: Any) -> Any:
-        """The cursor the load runs every statement on, in the connection's transaction."""
-        return connection.cursor()
-
-    def close(self, connection: Any) -> None:
-        """Close the connection once the transaction has been committed or rolled back."""
-        connection.close()
-
-    def begin(self, connection: Any) -> None:
-        """Start the load's single transaction (DB-API drivers start one implicitly)."""
-
-    def begin_changes(self, cursor: Any) -> None:
-        """Start the transaction that changes the target, where DDL commits (see
-        ``transactional_ddl``); a no-op where the load's one transaction is already open."""
-
     # -- tables ---------------------------------------------------------------------------
 
     def create_table(self, qualified: str, columns: Columns, *, temporary: bool = False) -> str:
-        types = (self.staging_types or self.types) if temporary else self.types
-        definitions = [f"{self.quote(c.name)} {types[c.type]}" for c in columns.columns]
+        definitions = [
+            f"{self.quote(c.name)} {self.types.column(c, staging=temporary)}" for c in columns.columns
+        ]
         if temporary:
             return f"CREATE {self.temporary} TABLE {qualified} ({', '.join(definitions)})"
         pk = ", ".join(self.quote(k) for k in columns.primary_key)
@@ -142,10 +105,6 @@ class WarehouseDialect(Dialect):
     def staging_table(self, schema: str | None, name: str) -> str:
         """Where a load's temporary table lives (unqualified: in the session's own schema)."""
         return self.quote(name)
-
-    def undo(self, cursor: Any, statement: str) -> None:
-        """Run a failed load's undo of DDL that committed (``drop_table``, ``drop_column``)."""
-        cursor.execute(statement)
 
     def drop_table(self, table: str) -> str:
         return f"DROP TABLE IF EXISTS {table}"
@@ -159,6 +118,8 @@ class WarehouseDialect(Dialect):
 
     def create_schema(self, schema: str) -> str | None:
         """``CREATE SCHEMA``, or None for a warehouse without schemas."""
+        if not self.capabilities.schemas:
+            return None
         return f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}"
 
     def schema_exists(self, cursor: Any, schema: str) -> bool:
@@ -185,52 +146,16 @@ class WarehouseDialect(Dialect):
             [*params, table],
         )
 
-    # -- locks ----------------------------------------------------------------------------
-
-    def try_lock(self, cursor: Any, schema: str | None, table: str | None) -> bool:
-        """Take, unless another transaction holds it, this transaction's lock on the DDL of
-        ``table`` (of ``schema`` itself when ``table`` is None); True when taken.
-
-        Held until commit or rollback: DDL is transactional, so a table one load is creating
-        stays invisible to the others until then, and they must not create it too. ANSI SQL
-        has no such lock: True, and ``CREATE ... IF NOT EXISTS`` is all there is.
-        """
-        return True
-
-    def lock_empty_target(self, cursor: Any, target: str) -> None:
-        """Keep other writers out of ``target`` until commit (``direct_first_loads`` engines);
-        nothing to do where the load already has the table (or the database) to itself."""
-
     # -- rows in --------------------------------------------------------------------------
 
-    def json_encoder(self, cursor: Any) -> Callable[[Any], Any]:
-        """How JSON columns travel to this warehouse through ``row_writer`` (text by default)."""
-        return to_json
-
-    def timestamp_encoder(self) -> Callable[[Any], Any]:
-        """How timestamps travel to this warehouse (timestamp fields, ``_loaded_at``, the
-        deletion flag): an API value or a datetime in, the column value out, None for what is
-        not a timestamp. Aware UTC datetimes by default."""
-        return timestamp_or_none
-
     def insert_values(self, table: str, columns: Columns) -> str:
+        """The ``INSERT`` of one row, its values as parameters (the ``executemany`` bulk path)."""
         marks = ", ".join(self.value_mark(column) for column in columns.columns)
         return f"INSERT INTO {table} ({self.column_list(columns)}) VALUES ({marks})"
 
     def value_mark(self, column: Column) -> str:
         """The ``VALUES`` entry of one column: its placeholder, or an expression around it."""
         return self.placeholder
-
-    @contextmanager
-    def row_writer(self, cursor: Any, table: str, columns: Columns, batch_size: int) -> Iterator[RowWriter]:
-        """Yield ``write(row)`` that loads rows into ``table``: ``executemany`` every ``batch_size`` rows."""
-        statement = self.insert_values(table, columns)
-
-        def flush(batch: list[Row]) -> None:
-            cursor.executemany(statement, batch)
-
-        with batches(flush, batch_size) as write:
-            yield write
 
     # -- rows out of staging into the target -----------------------------------------------
 
