@@ -11,8 +11,7 @@ engine can lock it (its capabilities say whether). A merge writes only what chan
 row carries a hash of its content, and a record whose hash equals its row's is not written at
 all (a full snapshot compares before staging, any other merge in staging: see
 ``_drop_unchanged``). A failure anywhere leaves the target as it was, and a retry converges on
-the same table. Every statement comes from the dialect, but ``unchanged_in_staging``, which
-is built from the dialect's quoting and key match.
+the same table. Every statement comes from the dialect.
 """
 
 from __future__ import annotations
@@ -27,9 +26,6 @@ from clarky_provider.normalize import parse_timestamp
 from clarky_provider.sql.dialects import WarehouseDialect
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import (
-    CONTENT_HASH,
-    DELETED_AT,
-    Columns,
     Metadata,
     TableLayout,
     timestamp_or_none,
@@ -349,7 +345,7 @@ class _TableLoad:
         added columns: every row is then written again, so the new column fills in."""
         if not staged or self.added:
             return 0
-        self.cursor.execute(unchanged_in_staging(self.dialect, self.target, self.staging, self.plan.layout))
+        self.cursor.execute(self.dialect.drop_unchanged(self.target, self.staging, self.plan.layout))
         self.cursor.execute(self.dialect.count_rows(self.staging))  # rowcount: -1 on DuckDB
         return int(staged - self.cursor.fetchone()[0])
 
@@ -389,20 +385,6 @@ class _TableLoad:
             rows_unchanged=streamed.unchanged,
             watermark=watermark,
         )
-
-
-def unchanged_in_staging(dialect: WarehouseDialect, target: str, staging: str, columns: Columns) -> str:
-    """``DELETE`` the staged records whose row in ``target`` has the same ``_content_hash`` and
-    is not flagged deleted (a record that comes back is written again, its ``_deleted_at``
-    cleared), in the shape of the dialect's ``remove_gone``: the staging table named in full in
-    the correlated subquery, no alias on the ``DELETE`` (MariaDB has none), which every engine
-    runs. A row without a hash (NULL) never matches, so it is written again."""
-    digest, flag = dialect.quote(CONTENT_HASH), dialect.quote(DELETED_AT)
-    return (
-        f"DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM {target} t WHERE "
-        f"{dialect.key_match(columns, 't', staging)} AND t.{digest} = {staging}.{digest} "
-        f"AND t.{flag} IS NULL)"
-    )
 
 
 @dataclass

@@ -221,6 +221,19 @@ class WarehouseDialect(Dialect):
         """Delete the rows deleted upstream (``delete_mode="remove"``)."""
         return f"DELETE FROM {target} WHERE {self.gone(target, gone, columns)}"
 
+    def drop_unchanged(self, target: str, staging: str, columns: Columns) -> str:
+        """Delete the staged records whose row in ``target`` has the same ``_content_hash`` and
+        is not flagged deleted (a record that comes back is written again, its ``_deleted_at``
+        cleared). Shaped like ``remove_gone``: the staging table named in full in the correlated
+        subquery, no alias on the ``DELETE`` (MariaDB has none). A row without a hash (NULL)
+        never matches, so it is written again."""
+        digest, flag = self.quote(CONTENT_HASH), self.quote(DELETED_AT)
+        return (
+            f"DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM {target} t WHERE "
+            f"{self.key_match(columns, 't', staging)} AND t.{digest} = {staging}.{digest} "
+            f"AND t.{flag} IS NULL)"
+        )
+
     def flag_gone(self, target: str, gone: str, columns: Columns) -> str:
         """Stamp ``_deleted_at`` (the one parameter) on rows deleted upstream, once (``delete_mode="flag"``)."""
         flag = self.quote(DELETED_AT)
