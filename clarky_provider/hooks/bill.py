@@ -47,14 +47,19 @@ def log_fan_out_bill(
     requests_per_minute: float,
     *,
     since: str | None,
+    done: int = 0,
 ) -> None:
-    """A child resource costs the parents' pages plus at least one request per parent it reads."""
+    """A child resource costs the parents' pages plus at least one request per parent it reads;
+    ``done`` parents were read by an earlier try of a resumed load and are not read again."""
     if since is None:
-        requests = parent_pages + parents
+        left = max(0, parents - done)
+        requests = parent_pages + left
         which = f"one list for each of the {parents} {parent}"
     else:
         requests = parent_pages
         which = f"one list for each of the {parent} changed since {since} (at most {parents})"
+    if done:
+        which += f", {done} of them already read by an earlier try"
     log.info(
         "Clarky %s: %s of %s, then %s: at least %s, %s at %g requests/minute",
         resource,

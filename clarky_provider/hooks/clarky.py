@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -45,7 +45,7 @@ from clarky_provider.exceptions import (
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
 from clarky_provider.hooks.list_client import ListClient, ReadConfig
-from clarky_provider.hooks.listing import ListReader, fan_out
+from clarky_provider.hooks.listing import ListReader, distinct_records, parent_lists
 from clarky_provider.hooks.network import network_error
 from clarky_provider.hooks.pages import Page, as_int, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
@@ -431,12 +431,49 @@ class ClarkyHook(BaseHook):
                 self._lists, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill
             )
             return
+        parents = self._changed_parents(res, since)
+        lists = parent_lists(self._lists, res, parents, params, on_page, stop_before=since)
+        yield from distinct_records(self.stats, lists)
+
+    def paginate_by_parent(
+        self,
+        resource: str,
+        *,
+        skip: Collection[str] = (),
+        on_page: Callable[[Page], None] | None = None,
+        changed_since: datetime | str | None = None,
+        **filters: Any,
+    ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """A child resource as ``(parent id, records)``: each parent's whole list, read and
+        checked as in :meth:`paginate`, in parent order; parents whose id is in ``skip`` are
+        not read. A resumable load keeps each finished list and, in the next try, skips them.
+        """
+        res = get_resource(resource)
+        if res.parent_key is None:
+            raise ClarkyConfigError(
+                f"paginate_by_parent reads child resources; {res.name!r} has no parent "
+                f"(child resources: {', '.join(sorted(r.name for r in RESOURCES.values() if r.parent))})."
+            )
+        params = encode_filters(res, filters)
+        since = _changed_since(res, changed_since)
+        parents = (p for p in self._changed_parents(res, since, done=len(skip)) if str(p["id"]) not in skip)
+        for parent_id, records in parent_lists(self._lists, res, parents, params, on_page, stop_before=since):
+            self.stats.add(records=len(records))
+            yield parent_id, records
+
+    def _changed_parents(
+        self, res: Resource, since: datetime | None, done: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """The parents of child resource ``res`` (those changed since ``since``, if given), read
+        completely; the read's bill (less ``done`` parents an earlier try read) is logged when
+        the first page tells its size."""
         parent = get_resource(res.parent or "")
+        budget = self.settings.requests_per_minute
 
         def fan_out_bill(page: Page) -> None:
             mark = since.isoformat() if since else None
             log_fan_out_bill(
-                res.name, parent.name, page.total or 0, page.total_pages or 1, budget, since=mark
+                res.name, parent.name, page.total or 0, page.total_pages or 1, budget, since=mark, done=done
             )
 
         parents: Iterator[dict[str, Any]] = iter(
@@ -444,7 +481,7 @@ class ClarkyHook(BaseHook):
         )
         if since is not None:
             parents = (p for p in parents if _changed(p, res.parent_change_fields, since))
-        yield from fan_out(self._lists, res, parents, params, on_page, stop_before=since)
+        return parents
 
     def get_df(self, resource: str, **filters: Any) -> pd.DataFrame:
         """All records of a resource as a pandas DataFrame (common-sql's name), for notebooks and

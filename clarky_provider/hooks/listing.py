@@ -439,38 +439,51 @@ class ListReader:
             )
 
 
-def fan_out(
+def parent_lists(
     client: ListClient,
     resource: Resource,
     parents: Iterator[dict[str, Any]],
     params: dict[str, str],
     on_page: Callable[[Page], None] | None = None,
     stop_before: datetime | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Every parent's child list, read completely, several parents at once, yielded in parent order.
+) -> Generator[tuple[str, list[dict[str, Any]]], None, None]:
+    """Every parent's child list, each read completely, several parents at once: ``(parent id,
+    records)`` in parent order.
 
     Each parent's list is one task on the client's workers (its pages go to idle workers, or
     are fetched by the task itself while the fan-out keeps them all busy: see
     :mod:`.workers`). At most ``2 * max_concurrency`` lists are read ahead and held, so memory
-    stays bounded. An id listed under several parents is yielded once.
+    stays bounded. A finished list is a unit a resumable load can keep (a parent is never
+    half-read), so it is yielded whole.
     """
     report = _serialised(on_page) if on_page is not None else None
 
-    def read(parent_id: str) -> list[dict[str, Any]]:
+    def read(parent_id: str) -> tuple[str, list[dict[str, Any]]]:
         reader = ListReader(
             client, resource, parent_id, params, on_page=report, count_records=False, stop_before=stop_before
         )
-        return list(reader)
+        return parent_id, list(reader)
 
-    def next_parent() -> Callable[[], list[dict[str, Any]]] | None:
+    def next_parent() -> Callable[[], tuple[str, list[dict[str, Any]]]] | None:
         parent = next(parents, None)
         return None if parent is None else partial(read, str(parent["id"]))
 
-    emitted: set[int] = set()
     lists = client.workers.in_order(next_parent, ahead=2 * client.config.max_concurrency)
     try:
-        for records in lists:
-            yield from _once(client.stats, records, emitted)
+        yield from lists
+    finally:
+        lists.close()
+
+
+def distinct_records(
+    stats: RequestStats, lists: Generator[tuple[str, list[dict[str, Any]]], None, None]
+) -> Iterator[dict[str, Any]]:
+    """Parents' lists (:func:`parent_lists`) as one stream of records; an id listed under
+    several parents is yielded once."""
+    emitted: set[int] = set()
+    try:
+        for _, records in lists:
+            yield from _once(stats, records, emitted)
     finally:
         lists.close()
 

@@ -62,12 +62,15 @@ class RequestStats:
         data["budget_wait_seconds"] = round(self.budget_wait_seconds, 3)
         return data
 
-    def load_summary(self, rows: int) -> dict[str, Any]:
-        """What a load's XCom summary says of the read: the API's totals, coverage and traffic."""
+    def load_summary(self, rows: int, earlier_records: int = 0) -> dict[str, Any]:
+        """What a load's XCom summary says of the read: the API's totals, coverage and traffic.
+        ``earlier_records`` came from earlier tries of a resumed load, whose lists were checked
+        against their totals then: they count as reported, and are listed apart."""
         with self._lock:
-            reported = self.total_reported
+            reported = self.total_reported + earlier_records
             return {
                 "total_reported": reported,
+                "records_from_earlier_tries": earlier_records,
                 "coverage": round(min(1.0, rows / reported), 4) if reported else None,
                 "lists_recovered": self.lists_recovered,
                 "pages": self.pages,

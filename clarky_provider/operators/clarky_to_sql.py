@@ -30,6 +30,7 @@ from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
 from clarky_provider.operators.records import ResourceRecords
+from clarky_provider.operators.resume import ResumableRecords, load_key
 from clarky_provider.resources import RESOURCES, get_resource
 from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
 from clarky_provider.sql.load import LoadPlan, load
@@ -76,6 +77,11 @@ class ClarkyToSqlOperator(BaseOperator):
         ``{"max_concurrency": 2, "page_size": 50}``; an unknown name is an error.
     :param sql_hook_params: arguments of the warehouse connection's hook, e.g. Snowflake's
         ``{"warehouse": "LOAD_WH", "role": "LOADER"}``; an unknown name is an error.
+    :param resume_key: the identity of a load across tries, for use outside Airflow (in a task,
+        the task instance is: Airflow's next try of a killed load of a child resource reads only
+        what the killed try had not finished; see docs/reliability.md).
+    :param resume_max_age: progress of a load of this table that was never resumed is removed
+        once this old (or by the next successful load of the table).
     """
 
     template_fields: Sequence[str] = (
@@ -112,6 +118,8 @@ class ClarkyToSqlOperator(BaseOperator):
         progress_interval: float = 30.0,
         clarky_hook_params: dict[str, Any] | None = None,
         sql_hook_params: dict[str, Any] | None = None,
+        resume_key: str | None = None,
+        resume_max_age: timedelta = timedelta(days=7),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +144,8 @@ class ClarkyToSqlOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.clarky_hook_params = clarky_hook_params
         self.sql_hook_params = sql_hook_params
+        self.resume_key = resume_key
+        self.resume_max_age = resume_max_age
         self._lineage: LoadLineage | None = None
 
     # -- planning (no I/O) ------------------------------------------------------------------
@@ -211,10 +221,14 @@ class ClarkyToSqlOperator(BaseOperator):
             getattr(dag_run, "dag_id", None),
             getattr(dag_run, "run_id", None),
         )
-        records = ResourceRecords(clarky, plan.read, self.progress_interval)
-        connection = dialect.session.connect()
+        records = self._record_source(context, clarky, plan, dialect)
         try:
-            loaded = load(plan.load, dialect, connection, records, metadata)
+            records.prepare()  # a resumable load reads here, keeping each parent's list as it ends
+            connection = dialect.session.connect()
+            try:
+                loaded = load(plan.load, dialect, connection, records, metadata, finish=records.finish)
+            finally:
+                _close(dialect, connection)
         except ClarkyIncompleteReadError as exc:
             raise exc.with_consequence(plan.load.partial_load_consequence()) from None
         except ClarkyError:
@@ -231,7 +245,7 @@ class ClarkyToSqlOperator(BaseOperator):
                 f"{state} before this run."
             ) from exc
         finally:
-            _close(dialect, connection)
+            records.close()
             clarky.close()
         self._lineage = LoadLineage(
             api_base_url=clarky.settings.base_url,
@@ -250,12 +264,30 @@ class ClarkyToSqlOperator(BaseOperator):
             "filters": records.filters,
             **asdict(loaded),
             "watermark": loaded.watermark.isoformat() if loaded.watermark else None,
-            **clarky.stats.load_summary(loaded.rows_fetched),
+            **clarky.stats.load_summary(loaded.rows_fetched, earlier_records=records.earlier_records),
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Loaded Clarky %s into %s: %s", resource.name, table, summary)
         self._annotate_outlets(context, summary)
         return summary
+
+    def _record_source(
+        self, context: Context, clarky: ClarkyHook, plan: Plan, dialect: WarehouseDialect
+    ) -> ResourceRecords:
+        """Records streamed into the load, or, for a child resource in a task (or with a
+        ``resume_key``), read first and kept parent by parent, so the next try resumes."""
+        key = load_key(context, self.resume_key)
+        if key is None or plan.read.resource.parent_key is None:
+            return ResourceRecords(clarky, plan.read, self.progress_interval)
+        return ResumableRecords(
+            clarky,
+            plan.read,
+            self.progress_interval,
+            dialect=dialect,
+            load=plan.load,
+            key=key,
+            max_age_seconds=self.resume_max_age.total_seconds(),
+        )
 
     def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Row counts and the watermark ride on this task's asset events (``outlets``)."""

@@ -86,20 +86,45 @@ class Loaded:
 
 
 def load(
-    plan: LoadPlan, dialect: WarehouseDialect, connection: Any, read: RecordSource, metadata: Metadata
+    plan: LoadPlan,
+    dialect: WarehouseDialect,
+    connection: Any,
+    read: RecordSource,
+    metadata: Metadata,
+    finish: Callable[[Any], None] | None = None,
 ) -> Loaded:
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
-    (and undo the DDL that committed, where DDL commits) and re-raise."""
+    (and undo the DDL that committed, where DDL commits) and re-raise. ``finish(cursor)`` runs
+    last in the same transaction (a resumable load removes its saved progress there)."""
     dialect.session.begin(connection)
     table_load = _TableLoad(plan, dialect, dialect.session.cursor(connection), read, metadata)
     try:
         loaded = table_load.run()
+        if finish is not None:
+            finish(table_load.cursor)
         connection.commit()
     except BaseException:
         _rollback(connection)
         table_load.undo_committed_ddl()
         raise
     return loaded
+
+
+def watermark(plan: LoadPlan, dialect: WarehouseDialect, connection: Any) -> datetime | None:
+    """The table's newest cursor value where the load is incremental (None: not incremental, no
+    table, or an empty one), read and let go before the load: a resumable load reads its
+    records before its transaction begins."""
+    cursor_field = plan.layout.spec.cursor
+    if not plan.incremental or cursor_field is None:
+        return None
+    cur = dialect.session.cursor(connection)
+    try:
+        if dialect.existing_columns(cur, plan.schema, plan.table) is None:
+            return None
+        cur.execute(dialect.newest(dialect.qualified(plan.schema, plan.table), cursor_field))
+        return parse_timestamp(cur.fetchone()[0])
+    finally:
+        _rollback(connection)
 
 
 class _TableLoad:

@@ -137,6 +137,34 @@ class Columns:
         return Columns(tuple(c for c in self.columns if c.primary_key), self.primary_key)
 
 
+#: The table where resumable loads keep what they read until they commit (``sql/resume.py``),
+#: one per schema, and its columns: the target table, the load's key, a sequence number, the
+#: unit (a parent whose list is whole), the read's fingerprint, when the row was saved (epoch
+#: seconds) and the record as JSON text (NULL in the row that marks a unit finished).
+PROGRESS_TABLE = "_clarky_progress"
+P_TABLE, P_LOAD, P_SEQ, P_UNIT, P_PLAN, P_SAVED_AT, P_RECORD = (
+    "_table",
+    "_load",
+    "_seq",
+    "_unit",
+    "_plan",
+    "_saved_at",
+    "_record",
+)
+PROGRESS = Columns(
+    (
+        Column(P_TABLE, FieldType.STRING),
+        Column(P_LOAD, FieldType.STRING, primary_key=True),
+        Column(P_SEQ, FieldType.INTEGER, primary_key=True),
+        Column(P_UNIT, FieldType.STRING),
+        Column(P_PLAN, FieldType.STRING),
+        Column(P_SAVED_AT, FieldType.INTEGER),
+        Column(P_RECORD, FieldType.STRING),
+    ),
+    (P_LOAD, P_SEQ),
+)
+
+
 class TableLayout(Columns):
     """Columns of a spec's table and the conversion of records into rows in that order."""
 

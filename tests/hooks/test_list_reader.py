@@ -16,7 +16,7 @@ import pytest
 from clarky_provider.exceptions import ClarkyIncompleteReadError, ClarkyServerError
 from clarky_provider.hooks import listing
 from clarky_provider.hooks.list_client import ListClient, ReadConfig
-from clarky_provider.hooks.listing import ListReader, fan_out
+from clarky_provider.hooks.listing import ListReader, distinct_records, parent_lists
 from clarky_provider.hooks.stats import RequestStats
 from clarky_provider.normalize import format_timestamp, parse_timestamp
 from clarky_provider.resources import COMPANIES, CONTACT_ACTIVITIES, CONTACTS
@@ -195,7 +195,7 @@ def fan_out_api(per_parent: list[int], latency: float) -> FakeAPI:
 
 def read_fan_out(client: ListClient) -> list[dict[str, Any]]:
     parents = iter(ListReader(client, CONTACTS, None, {}, counted=False))
-    return list(fan_out(client, CONTACT_ACTIVITIES, parents, {}))
+    return list(distinct_records(client.stats, parent_lists(client, CONTACT_ACTIVITIES, parents, {})))
 
 
 def expected(api: FakeAPI, parents: int) -> list[str]:

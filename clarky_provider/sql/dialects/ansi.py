@@ -20,7 +20,19 @@ from clarky_provider.sql.dialects.capabilities import Capabilities
 from clarky_provider.sql.dialects.session import Session
 from clarky_provider.sql.dialects.type_map import TypeMap
 from clarky_provider.sql.dialects.writer import BulkWriter
-from clarky_provider.sql.schema import CONTENT_HASH, DELETED_AT, Column, Columns
+from clarky_provider.sql.schema import (
+    CONTENT_HASH,
+    DELETED_AT,
+    P_LOAD,
+    P_PLAN,
+    P_RECORD,
+    P_SAVED_AT,
+    P_SEQ,
+    P_TABLE,
+    P_UNIT,
+    Column,
+    Columns,
+)
 from clarky_provider.tables import FieldType
 
 ANSI_TYPES = TypeMap(
@@ -241,6 +253,44 @@ class WarehouseDialect(Dialect):
             f"UPDATE {target} SET {flag} = {self.placeholder} "
             f"WHERE {flag} IS NULL AND {self.gone(target, gone, columns)}"
         )
+
+    # -- a resumable load's progress (``sql/resume.py``): rows of one load, by its key ---------
+
+    def progress_plans(self, progress: str) -> str:
+        """The read fingerprints a load's rows were saved under (one, unless the task changed)."""
+        q, mark = self.quote, self.placeholder
+        return f"SELECT DISTINCT {q(P_PLAN)} FROM {progress} WHERE {q(P_LOAD)} = {mark}"
+
+    def progress_units(self, progress: str) -> str:
+        """The units a load has finished: their marker rows, which hold no record."""
+        q, mark = self.quote, self.placeholder
+        return f"SELECT {q(P_UNIT)} FROM {progress} WHERE {q(P_LOAD)} = {mark} AND {q(P_RECORD)} IS NULL"
+
+    def progress_extent(self, progress: str) -> str:
+        """How many records a load has saved, and its highest sequence number."""
+        q, mark = self.quote, self.placeholder
+        return f"SELECT COUNT({q(P_RECORD)}), MAX({q(P_SEQ)}) FROM {progress} WHERE {q(P_LOAD)} = {mark}"
+
+    def progress_records(self, progress: str, limit: int) -> str:
+        """A load's next ``limit`` records after a sequence number, in order: keyset paging, so
+        millions of records are read back in bounded memory on every engine."""
+        q, mark = self.quote, self.placeholder
+        return (
+            f"SELECT {q(P_SEQ)}, {q(P_RECORD)} FROM {progress} WHERE {q(P_LOAD)} = {mark} "
+            f"AND {q(P_SEQ)} > {mark} AND {q(P_RECORD)} IS NOT NULL ORDER BY {q(P_SEQ)} LIMIT {int(limit)}"
+        )
+
+    def progress_loads(self, progress: str) -> str:
+        """Every load of a table that left progress, and when (epoch seconds) it last saved."""
+        q, mark = self.quote, self.placeholder
+        return (
+            f"SELECT {q(P_LOAD)}, MAX({q(P_SAVED_AT)}) FROM {progress} WHERE {q(P_TABLE)} = {mark} "
+            f"GROUP BY {q(P_LOAD)}"
+        )
+
+    def delete_progress(self, progress: str) -> str:
+        """Remove one load's progress."""
+        return f"DELETE FROM {progress} WHERE {self.quote(P_LOAD)} = {self.placeholder}"
 
     # -- small queries ----------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""A child load killed (SIGKILL) halfway resumes in its next try: it reads only the parents the
+killed try had not finished, the target is untouched until the resumed try commits, the table
+equals the source, and no progress is left behind. On every engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
+from clarky_provider.sql.schema import PROGRESS_TABLE
+from clarky_provider.testing import ClarkyEmulator
+from tests.warehouse import ENGINES, assert_table_matches, open_warehouse
+
+REPO = Path(__file__).resolve().parents[2]
+CONTACTS = 300
+#: The killed try runs in a child process that loads as the same task instance would.
+CHILD = """
+import sys
+from tests.operators.test_resumable_loads import load_in_child
+load_in_child(sys.argv[1], sys.argv[2])
+"""
+
+
+@pytest.fixture(params=ENGINES)
+def warehouse(request, tmp_path, monkeypatch):
+    yield from open_warehouse(request.param, tmp_path, monkeypatch)
+
+
+def task_instance(run_id: str, task_id: str = "load_activities") -> dict[str, Any]:
+    """The part of an Airflow context that names a task instance (a try's identity)."""
+    ti = SimpleNamespace(dag_id="clarky_sync", task_id=task_id, run_id=run_id, map_index=-1)
+    return {"ti": ti, "dag_run": SimpleNamespace(dag_id="clarky_sync", run_id=run_id)}
+
+
+def operator(table: str, sql_conn_id: str = "warehouse") -> ClarkyToSqlOperator:
+    return ClarkyToSqlOperator(
+        task_id="load_activities",
+        resource="contact_activities",
+        sql_conn_id=sql_conn_id,
+        table=table,
+        clarky_hook_params={"max_concurrency": 2},
+    )
+
+
+def load_in_child(engine: str, fakesnow_path: str) -> None:
+    """The killed try: the same task instance's load, in its own process."""
+    context = task_instance("run-1")
+    if engine == "snowflake":
+        from clarky_provider.testing.fakesnow import strict_fakesnow
+
+        with strict_fakesnow(Path(fakesnow_path)):
+            operator("contact_activities").execute(context)  # type: ignore[arg-type]
+    else:
+        operator("contact_activities").execute(context)  # type: ignore[arg-type]
+
+
+def progress_rows(warehouse) -> int:
+    if not warehouse.exists(PROGRESS_TABLE):
+        return 0
+    return warehouse.query(f"SELECT COUNT(*) FROM {warehouse.quote(PROGRESS_TABLE)}")[0][0]
+
+
+def test_killed_child_load_resumes_where_it_stopped(warehouse, tmp_path, monkeypatch):
+    # the uninterrupted load, for its request count, goes to a scratch SQLite file: this process
+    # must not hold the warehouse (fakesnow's and DuckDB's files allow one process)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SCRATCH", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "scratch.db")})
+    )
+    with ClarkyEmulator(CONTACTS, rate_limit=None, latency=0.01) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        before = emu.stats.requests
+        whole = operator("contact_activities", "scratch").execute(task_instance("run-0"))  # type: ignore[arg-type]
+        uninterrupted = emu.stats.requests - before
+        assert whole["records_from_earlier_tries"] == 0
+
+        started = emu.stats.requests
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, warehouse.kind, warehouse.dsn],
+            cwd=REPO,
+            env=dict(os.environ),
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while emu.stats.requests < started + uninterrupted // 2 and time.monotonic() < deadline:
+                assert child.poll() is None, "the load finished before it could be killed"
+                time.sleep(0.005)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+        assert emu.stats.requests >= started + uninterrupted // 2, "it was killed halfway"
+        assert not warehouse.exists("contact_activities"), "the target is untouched until the load lands"
+        assert progress_rows(warehouse) > 0, "the killed try kept what it had finished"
+
+        before = emu.stats.requests
+        resumed = operator("contact_activities").execute(task_instance("run-1"))  # type: ignore[arg-type]
+        paid = emu.stats.requests - before
+        print(
+            f"\n{warehouse.kind}: uninterrupted {uninterrupted} requests, resumed try {paid} ({paid / uninterrupted:.0%})"
+        )
+        assert paid <= 0.55 * uninterrupted
+        assert resumed["records_from_earlier_tries"] > 0
+        assert resumed["coverage"] == 1.0
+        assert_table_matches(
+            warehouse, "contact_activities", "contact_activities", emu.dataset["contact_activities"]
+        )
+        assert progress_rows(warehouse) == 0, "the landed load removed its progress"
+        # the same task instance's next run starts afresh: the table is complete, nothing resumed
+        assert (
+            operator("contact_activities").execute(task_instance("run-2"))["records_from_earlier_tries"] == 0
+        )  # type: ignore[arg-type]
