@@ -30,7 +30,7 @@ from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
 from clarky_provider.operators.records import ResourceRecords
-from clarky_provider.operators.resume import ResumableRecords, load_key
+from clarky_provider.operators.resume import ResumableRecords, load_key, warehouse_progress
 from clarky_provider.resources import RESOURCES, get_resource
 from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
 from clarky_provider.sql.load import LoadPlan, load
@@ -279,15 +279,8 @@ class ClarkyToSqlOperator(BaseOperator):
         key = load_key(context, self.resume_key)
         if key is None or plan.read.resource.parent_key is None:
             return ResourceRecords(clarky, plan.read, self.progress_interval)
-        return ResumableRecords(
-            clarky,
-            plan.read,
-            self.progress_interval,
-            dialect=dialect,
-            load=plan.load,
-            key=key,
-            max_age_seconds=self.resume_max_age.total_seconds(),
-        )
+        progress, newest = warehouse_progress(dialect, plan.load, key, self.resume_max_age.total_seconds())
+        return ResumableRecords(clarky, plan.read, self.progress_interval, progress=progress, newest=newest)
 
     def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Row counts and the watermark ride on this task's asset events (``outlets``)."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clarky_provider.hooks.bill import plural
 from clarky_provider.jsoncodec import dumps
@@ -51,11 +52,33 @@ def read_fingerprint(read: Read) -> str:
     return hashlib.sha256((shape or "").encode()).hexdigest()[:16]
 
 
+class Progress(Protocol):
+    """Where a resumable read keeps finished units until its load lands: the warehouse
+    (``sql.resume.LoadProgress``) or the export's own prefix in object storage."""
+
+    #: Records earlier tries kept (known after ``open``).
+    earlier_records: int
+
+    def open(self) -> set[str]:
+        """The units earlier tries of this load finished (what cannot be resumed is dropped)."""
+
+    def save(self, unit: str, records: list[dict[str, Any]]) -> None:
+        """Keep a finished unit and its records durably before returning."""
+
+    def close(self) -> None:
+        """The read is over (finished or failed): keep what was saved, let go of connections."""
+
+    def replay(self) -> Iterator[dict[str, Any]]:
+        """Every record of every try, once per record key."""
+
+    def discard(self) -> None:
+        """Let go of local copies once the load is over."""
+
+
 class ResumableRecords(ResourceRecords):
-    """A child resource's records, read before the load's transaction (``prepare``): each
-    parent's finished list is kept in the warehouse as it comes, parents an earlier try kept
-    are not read again, and the load replays them all. ``finish`` removes the progress in the
-    load's transaction."""
+    """A child resource's records, read before the load (``prepare``): each parent's finished
+    list is kept (``progress``) as it comes, parents an earlier try kept are not read again,
+    and the load replays them all."""
 
     def __init__(
         self,
@@ -63,37 +86,32 @@ class ResumableRecords(ResourceRecords):
         plan: ReadPlan,
         progress_interval: float,
         *,
-        dialect: WarehouseDialect,
-        load: LoadPlan,
-        key: str,
-        max_age_seconds: float,
+        progress: Callable[[str], Progress],
+        newest: Callable[[], datetime | None] = lambda: None,
     ) -> None:
+        """``progress(fingerprint)`` makes the store for the read with that fingerprint;
+        ``newest()`` is the target's watermark, read before the load."""
         super().__init__(hook, plan, progress_interval)
-        self.dialect, self.load, self.key, self.max_age_seconds = dialect, load, key, max_age_seconds
-        self.progress: LoadProgress | None = None
+        self._make_progress, self._newest = progress, newest
+        self.progress: Progress | None = None
+
+    @property
+    def finish(self) -> Callable[[Any], None] | None:  # type: ignore[override]
+        """The warehouse's progress removes itself in the load's transaction."""
+        return getattr(self.progress, "finish", None)
 
     def prepare(self) -> None:
-        read = self.plan.read(self._watermark())
+        read = self.plan.read(self._newest())
         self.filters = read.filters
-        self.progress = progress = LoadProgress(
-            self.dialect,
-            self.load.schema,
-            self.load.table,
-            self.key,
-            read_fingerprint(read),
-            self.max_age_seconds,
-            self.load.layout.record_key,
-        )
-        self.finish = progress.finish
+        self.progress = progress = self._make_progress(read_fingerprint(read))
         try:
             done = progress.open()
             self.earlier_records = progress.earlier_records
             if done:
                 log.info(
-                    "Resuming the load of Clarky %s into %s: an earlier try kept the lists of %s "
-                    "(%s); reading only the rest",
+                    "Resuming the read of Clarky %s: an earlier try kept the lists of %s (%s); "
+                    "reading only the rest",
                     read.resource,
-                    self.load.table,
                     plural(len(done), "parent"),
                     plural(progress.earlier_records, "record"),
                 )
@@ -121,10 +139,22 @@ class ResumableRecords(ResourceRecords):
         if self.progress is not None:
             self.progress.discard()
 
-    def _watermark(self) -> Any:
-        session = self.dialect.session
-        connection = session.connect()
+
+def warehouse_progress(
+    dialect: WarehouseDialect, load: LoadPlan, key: str, max_age_seconds: float
+) -> tuple[Callable[[str], Progress], Callable[[], datetime | None]]:
+    """A load's progress in its warehouse, and the target's watermark read on its own connection."""
+
+    def progress(fingerprint: str) -> LoadProgress:
+        return LoadProgress(
+            dialect, load.schema, load.table, key, fingerprint, max_age_seconds, load.layout.record_key
+        )
+
+    def newest() -> datetime | None:
+        connection = dialect.session.connect()
         try:
-            return watermark(self.load, self.dialect, connection)
+            return watermark(load, dialect, connection)
         finally:
-            session.close(connection)
+            dialect.session.close(connection)
+
+    return progress, newest
