@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
+from clarky_provider.operators.resume import load_key
 from clarky_provider.sql.schema import PROGRESS_TABLE
 from clarky_provider.testing import ClarkyEmulator
 from tests.warehouse import ENGINES, assert_table_matches, open_warehouse
@@ -118,3 +119,52 @@ def test_killed_child_load_resumes_where_it_stopped(warehouse, tmp_path, monkeyp
         assert (
             operator("contact_activities").execute(task_instance("run-2"))["records_from_earlier_tries"] == 0
         )  # type: ignore[arg-type]
+
+
+def kept_by_a_killed_try(warehouse, key: str, units: int, max_age_seconds: float = 3600) -> None:
+    """What a try killed mid-read leaves: finished units in the progress table, no landing."""
+    from clarky_provider.operators.hooks import sql_hook
+    from clarky_provider.operators.plan import table_spec
+    from clarky_provider.resources import get_resource
+    from clarky_provider.sql.dialects import dialect_for
+    from clarky_provider.sql.resume import LoadProgress
+    from clarky_provider.sql.schema import TableLayout
+
+    dialect = dialect_for(sql_hook("warehouse", None))
+    layout = TableLayout(table_spec(get_resource("contact_activities")))
+    progress = LoadProgress(
+        dialect, None, "contact_activities", key, "plan", max_age_seconds, layout.record_key
+    )
+    progress.open()
+    for n in range(units):
+        progress.save(f"c_{n}", [{"id": f"a_{key}_{n}", "contact_id": f"c_{n}"}])
+    progress.close()
+    progress.discard()
+
+
+def test_a_landed_load_removes_abandoned_progress_of_its_table(warehouse, monkeypatch):
+    with ClarkyEmulator(40, rate_limit=None) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        kept_by_a_killed_try(warehouse, "abandoned-run", units=3)
+        assert progress_rows(warehouse) == 6  # 3 records and 3 unit markers
+        operator("contact_activities").execute(task_instance("run-new"))  # type: ignore[arg-type]
+        assert_table_matches(
+            warehouse, "contact_activities", "contact_activities", emu.dataset["contact_activities"]
+        )
+    assert progress_rows(warehouse) == 0, "the run that never retried left nothing behind"
+
+
+def test_progress_of_another_read_is_not_resumed(warehouse, monkeypatch):
+    """A try whose read differs (the task's arguments changed) starts afresh: the records an
+    earlier try kept for another read never land."""
+    with ClarkyEmulator(40, rate_limit=None) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        load = operator("contact_activities")
+        load.resume_key = "same-key"
+        kept_by_a_killed_try(warehouse, load_key({}, "same-key") or "", units=3)
+        summary = load.execute({})  # type: ignore[arg-type]
+        assert summary["records_from_earlier_tries"] == 0
+        assert_table_matches(
+            warehouse, "contact_activities", "contact_activities", emu.dataset["contact_activities"]
+        )
+    assert progress_rows(warehouse) == 0
