@@ -5,6 +5,7 @@
     python bench/run.py memory --sizes 10000,1000000  # peak RSS of the operator by dataset size
     python bench/run.py order --sizes 3000,20000      # requests of complete reads, stable vs changing order
     python bench/run.py warehouses --contacts 20000   # operator vs naive loop into every warehouse engine
+    python bench/run.py resume                        # a child load killed at 25/50/75%, then resumed
 
 The emulator runs in its own process (pinned to one core for the throughput figure); every
 measured load runs in a fresh child process, on a fresh database, so its peak RSS is its own.
@@ -27,6 +28,7 @@ from typing import Any
 
 import requests
 from harness import HEADER, emulator_process, median_run, row, run_child
+from resume import bench_resume
 from targets import ENGINES, FAKESNOW_DIR, SERVERS
 
 # -- figure 1: emulator throughput ------------------------------------------------------------
@@ -343,6 +345,8 @@ def bench_memory(args: argparse.Namespace) -> None:
 def bench_budget(args: argparse.Namespace) -> None:
     """Budget use under the documented limit, on a scaled clock: concurrent vs sequential paging."""
     scale = args.time_scale
+    if args.latency_jitter is None:  # real answers vary: jitter as large as the latency by default
+        args.latency_jitter = args.latency
     flags = ("--rate-limit", "120", "--time-scale", str(scale), "--latency", str(args.latency))
     flags += ("--latency-jitter", str(args.latency_jitter))
     runs = []
@@ -435,7 +439,10 @@ def main() -> None:
     budget.add_argument("--time-scale", type=float, default=0.25)
     budget.add_argument("--latency", type=float, default=1.0)
     budget.add_argument(
-        "--latency-jitter", type=float, default=0.0, help="extra latency, uniform in [0, this]"
+        "--latency-jitter",
+        type=float,
+        default=None,
+        help="extra latency, uniform in [0, this] (default: the latency)",
     )
     budget.add_argument("--concurrency", type=int, default=4)
     budget.add_argument(
@@ -449,6 +456,12 @@ def main() -> None:
     warehouses.add_argument("--contacts", type=int, default=20_000)
     warehouses.add_argument("--repeat", type=int, default=1)
     warehouses.add_argument("--engines", default=",".join(ENGINES), help="comma list of engines")
+    resume = sub.add_parser("resume")
+    resume.add_argument("--contacts", type=int, default=1200)
+    resume.add_argument("--time-scale", type=float, default=0.05)
+    resume.add_argument("--latency", type=float, default=0.05, help="plus up to as much jitter")
+    resume.add_argument("--concurrency", type=int, default=4)
+    resume.add_argument("--resource", default="contact_activities", help="a child resource")
     measured = sub.add_parser("_child")
     measured.add_argument("kind", choices=["operator", "resync", "naive", "dlt"])
     measured.add_argument("--engine", choices=sorted(PRELOAD), required=True)
@@ -464,6 +477,7 @@ def main() -> None:
         "budget": bench_budget,
         "order": bench_order,
         "warehouses": bench_warehouses,
+        "resume": bench_resume,
     }
     {**commands, "_child": child}[args.command](args)
 
