@@ -11,11 +11,13 @@ Why this shape:
   neither overlap nor leave a gap, and the union equals one full load.
 * Each window **merges** on ``id``, so re-running any window, or the whole backfill, is safe.
 * Windows run as mapped tasks (``expand_kwargs``). ``max_active_tis_per_dagrun`` caps how many
-  windows of a run share the key's 120 requests/minute at once; an Airflow pool caps Clarky
-  tasks across DAGs and runs. On a Celery or Kubernetes executor the windows spread over many
-  workers while the warehouse does the merges. Each window is its own process; the windows on
-  one host share the key's pacing, and the server's ``X-RateLimit-Remaining`` headers and 429
-  ``Retry-After`` slow the processes on every host.
+  windows of a run share the key's 120 requests/minute at once; the ``clarky_api`` pool caps
+  Clarky tasks across DAGs, runs and hosts. Each window is its own process; the windows on one
+  host share the key's pacing, and the warehouse does the merges.
+* **One key, one pool.** Every window runs in the ``clarky_api`` pool; create it before
+  unpausing: ``airflow pools set clarky_api 1 "Clarky key budget"``. One slot where tasks can run
+  on several hosts; without the pool the scheduler never starts them (why: ``clarky_full_sync``
+  and docs/rate-limits.md).
 * **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's retries
   only after the hook's own retries (429s, 5xx, resets) have given up, so it has outlasted
   seconds. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window (a rolling
@@ -75,4 +77,5 @@ with DAG(
         sql_conn_id="{{ params.sql_conn_id }}",
         write_mode="merge",
         max_active_tis_per_dagrun=2,
+        pool="clarky_api",  # see the docstring
     ).expand_kwargs(windows("{{ params.start }}", "{{ params.end }}", "{{ params.window_days }}"))

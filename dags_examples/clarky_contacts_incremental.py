@@ -17,6 +17,10 @@ Why this shape:
 * The task publishes the ``warehouse.contacts`` Asset (with row counts and the watermark in the
   event's extra), so a downstream DAG can run on "contacts table updated":
   ``schedule=[table_asset("contacts")]``.
+* **One key, one pool.** Every Clarky task here runs in the ``clarky_api`` pool; create it before
+  unpausing: ``airflow pools set clarky_api 1 "Clarky key budget"``. One slot where tasks can run
+  on several hosts; without the pool the scheduler never starts them (why: ``clarky_full_sync``
+  and docs/rate-limits.md).
 * **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's retries
   only after the hook's own retries (429s, 5xx, resets) have given up, so it has outlasted
   seconds. The first retry waits ``retry_delay`` = 60 s, one Clarky rate window (a rolling
@@ -68,4 +72,5 @@ with DAG(
         incremental="watermark",
         watermark_overlap=timedelta(minutes=5),
         outlets=[table_asset("contacts")],
+        pool="clarky_api",  # see the docstring
     )

@@ -15,13 +15,17 @@ Why this shape:
   ``clarky_weekly_refresh`` DAG does it once a week.
 * **One key, one budget.** Every task here shares the key's 120 requests/minute, and every
   Airflow 3 task instance runs in its own process. The task processes on one host share the
-  key's pacing through a small state file (no secret in it); across hosts, what slows all of
-  them together is the server: each process slows as a response's ``X-RateLimit-Remaining``
-  runs low, waits when it reaches 0, and waits out a 429's ``Retry-After``. So, on several
-  hosts, cap how many Clarky tasks run at once with an Airflow pool (e.g.
-  ``airflow pools set clarky_api 2 "Clarky key budget"`` and ``pool="clarky_api"`` in
-  ``partial``): a few tasks at full speed rather than ten that split the budget and queue on 429s.
-  A pool of 1 never lets this DAG's tasks compete for the key.
+  key's pacing through a small state file (no secret in it); across hosts only the server's
+  ``X-RateLimit-Remaining`` and 429 ``Retry-After`` slow them, and that is not enough (below).
+* **One key, one pool.** Every load here runs in the ``clarky_api`` pool: create it
+  before unpausing, ``airflow pools set clarky_api 1 "Clarky key budget"``. One slot where tasks
+  can run on several hosts (Celery, Kubernetes): one task's fan-out alone uses the key's whole
+  budget, while tasks on different hosts only see each other through the server's headers (two
+  of them drew 429s on 17% of their requests on two Celery workers). On one host (LocalExecutor)
+  give it as many slots as you like: the task processes there share the key's pacing. Without
+  the pool the scheduler never starts these tasks (it logs ``Tasks using non-existent pool
+  'clarky_api' will not be scheduled``); ``dag.test()`` ignores pools.
+  A one-slot pool runs the loads one after another; each spends the whole budget while it runs.
 * Child resources (activities per contact, stages per pipeline, ...) fan out over their parents
   inside one task, several parents at once within the key's budget: one request per parent, so
   they are the expensive part of a full sync (and why activities are read incrementally).
@@ -86,6 +90,7 @@ with DAG(
         sql_conn_id="{{ params.sql_conn_id }}",
         clarky_conn_id="{{ params.clarky_conn_id }}",
         write_mode="merge",
+        pool="clarky_api",  # one slot on several hosts: see the docstring
     ).expand(resource=sorted(TABLES))
 
     @task(outlets=list(TABLES.values()))

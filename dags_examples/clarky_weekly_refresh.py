@@ -17,6 +17,10 @@ Why this shape:
 * It runs on Sunday night, away from the daily sync: both spend the same key's 120 reads a
   minute. A full activities read costs one request per contact (a 50,000-contact workspace:
   about 50,500 requests, 7 hours at the key's limit), which is why it is weekly, not daily.
+* **One key, one pool.** Every Clarky task here runs in the ``clarky_api`` pool; create it before
+  unpausing: ``airflow pools set clarky_api 1 "Clarky key budget"``. One slot where tasks can run
+  on several hosts; without the pool the scheduler never starts them (why: ``clarky_full_sync``
+  and docs/rate-limits.md).
 * **Retries suit a rate-limited API** (``default_args``): the first waits one Clarky rate
   window (60 s), then the wait doubles, capped at 10 minutes.
 * **Unpausing starts a run at once** (``catchup=False`` still runs the latest interval), and that
@@ -63,4 +67,5 @@ with DAG(
         write_mode="merge",
         incremental="full",
         delete_mode="flag",
+        pool="clarky_api",  # see the docstring
     ).expand(resource=INCREMENTAL)

@@ -2,15 +2,16 @@
 # Install what `make test` needs into the venv ($VENV, default .venv), and what the warehouse
 # tests need on the machine where that is possible:
 #   - as root where apt-get exists (CI, our machines), Debian's PostgreSQL and MariaDB servers,
-#     and libmariadb-dev + pkg-config, which mysqlclient (the MySQL provider's driver) builds
-#     against; CLARKY_SYSTEM_PACKAGES=no leaves the machine alone;
+#     libmariadb-dev + pkg-config, which mysqlclient (the MySQL provider's driver) builds
+#     against, and redis-server, the Celery broker of tests/e2e/test_celery.py (which starts
+#     its own on a free loopback port); CLARKY_SYSTEM_PACKAGES=no leaves the machine alone;
 #   - the [dev] extra, plus [mysql] only where mysqlclient can build: elsewhere the MySQL/MariaDB
 #     tests are skipped, and one line says which command enables them. Never a build failure.
 # Re-running is cheap: the venv is reinstalled only when pyproject.toml or the extras change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-PACKAGES=(postgresql mariadb-server libmariadb-dev pkg-config)
+PACKAGES=(postgresql mariadb-server libmariadb-dev pkg-config redis-server)
 ENABLE="apt-get install ${PACKAGES[*]} (as root), then make test"
 
 missing_packages() {
@@ -18,6 +19,7 @@ missing_packages() {
   [ -x /usr/sbin/mariadbd ] || echo mariadb-server
   command -v pkg-config >/dev/null || echo pkg-config
   pkg-config --exists libmariadb 2>/dev/null || echo libmariadb-dev
+  command -v redis-server >/dev/null || echo redis-server
 }
 
 if [ "${CLARKY_SYSTEM_PACKAGES:-yes}" != no ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \

@@ -4,7 +4,9 @@
 starts ``airflow scheduler``, ``airflow dag-processor`` and ``airflow api-server`` as background
 processes (LocalExecutor: every task instance runs in its own process, as on a real worker), so
 tests see what ``dag.test()`` hides: task processes racing each other, sharing an API key's
-budget, and writing their own log files.
+budget, and writing their own log files. With :class:`CeleryWorkers` it runs CeleryExecutor
+instead, over a broker such as :class:`RedisServer`, with one ``airflow celery worker`` per
+named worker, each with an environment of its own (as on separate hosts).
 
 Everything is local and bounded: services listen on loopback only, every wait has a deadline,
 and leaving the ``with`` block stops every process the deployment started (including task
@@ -40,6 +42,10 @@ from sqlalchemy.engine import make_url
 #: Task instance states after which a run's task will not change again by itself.
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 SERVICES = ("scheduler", "dag-processor", "api-server")
+#: The pool every Clarky task of the example DAGs runs in (the docs tell users to create it).
+CLARKY_POOL = "clarky_api"
+#: What a Celery worker logs once it consumes tasks.
+WORKER_READY = b" ready."
 
 
 class DeploymentError(RuntimeError):
@@ -75,6 +81,94 @@ class TryRecord:
     end_date: datetime | None
 
 
+@dataclass(frozen=True)
+class CeleryWorkers:
+    """CeleryExecutor with one ``airflow celery worker`` per entry of ``workers``.
+
+    :param broker_url: the Celery broker (``redis://127.0.0.1:PORT/0``, see :class:`RedisServer`).
+    :param workers: worker name -> extra environment of that worker alone (and so of every task
+        process it runs); two workers with different ``CLARKY_LIMITER_DIR`` are two hosts to the
+        provider's rate limiter.
+    :param concurrency: task slots of each worker.
+    """
+
+    broker_url: str
+    workers: Mapping[str, Mapping[str, str]]
+    concurrency: int = 4
+
+    def service(self, worker: str) -> str:
+        return f"worker-{worker}"
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on a free loopback port, no persistence, stopped by PID.
+
+    :param root: an empty directory of the test's own (the server's working dir and log).
+    """
+
+    def __init__(self, root: Path, binary: str, *, startup_timeout: float = 20.0) -> None:
+        self.root = Path(root)
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> RedisServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes"),
+                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+                *("--dir", str(self.root), "--logfile", str(self.root / "redis.log")),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.ping():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                log = self.root / "redis.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise DeploymentError(f"redis-server did not answer PING on port {self.port}:\n{tail}")
+            time.sleep(0.1)
+
+    def ping(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+        return False
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the caller binds it soon after)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -106,7 +200,12 @@ class AirflowDeployment:
     :param dags: DAG files (or folders of them) copied into the deployment's DAGs folder.
     :param env: extra environment of every Airflow process (``AIRFLOW_CONN_*`` connections, ...).
     :param secrets: strings redacted from every text the harness raises or returns.
-    :param parallelism: LocalExecutor worker slots.
+    :param parallelism: task slots of the executor (LocalExecutor's workers; with Celery, the
+        scheduler's cap on running tasks).
+    :param celery: run CeleryExecutor with these workers instead of LocalExecutor.
+    :param pools: pools created once the api-server is up (name -> slots). By default the example
+        DAGs' ``clarky_api`` pool with ``parallelism`` slots: on one host the processes of a key
+        share its pacing, so the pool need not cap them (docs/rate-limits.md).
     """
 
     def __init__(
@@ -118,6 +217,8 @@ class AirflowDeployment:
         *,
         secrets: Iterable[str] = (),
         parallelism: int = 8,
+        celery: CeleryWorkers | None = None,
+        pools: Mapping[str, int] | None = None,
         startup_timeout: float = 120.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -129,6 +230,8 @@ class AirflowDeployment:
         self._dag_sources = [Path(p) for p in dags]
         self._extra_env = dict(env or {})
         self.parallelism = parallelism
+        self.celery = celery
+        self.pools = dict(pools) if pools is not None else {CLARKY_POOL: parallelism}
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.db_name = f"airflow_e2e_{uuid.uuid4().hex[:12]}"
@@ -137,6 +240,7 @@ class AirflowDeployment:
         self._jwt_secret = secrets_module.token_urlsafe(64)
         self._secrets = [s for s in [*secrets, self._jwt_secret] if s]
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._killed: dict[str, subprocess.Popen[bytes]] = {}  # services a test killed on purpose
         self._known: dict[int, psutil.Process] = {}  # every process seen in our trees, by pid
         self._env: dict[str, str] = {}
         self.timings: dict[str, float] = {}
@@ -174,7 +278,18 @@ class AirflowDeployment:
         self.timings["migrate"] = time.monotonic() - t0
         for service in SERVICES:
             self._start_service(service)
+        if self.celery:
+            for worker, worker_env in self.celery.workers.items():
+                self._start_service(
+                    self.celery.service(worker),
+                    ["celery", "worker", "--celery-hostname", f"{worker}@%h", "--skip-serve-logs"],
+                    {**self._env, **worker_env},
+                )
         self._wait_for_api_server()
+        for pool, slots in self.pools.items():
+            self.set_pool(pool, slots)
+        if self.celery:
+            self._wait_for_workers()
         self.timings["services_up"] = time.monotonic() - t0
         exposed = [a for a in self.listening_addresses() if not a[0].startswith("127.") and a[0] != "::1"]
         if exposed:
@@ -231,18 +346,35 @@ class AirflowDeployment:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.celery:
+            backend = make_url(self._server_uri).set(drivername="postgresql", database=self.db_name)
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": self.celery.broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + backend.render_as_string(hide_password=False),
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery.concurrency),
+                }
+            )
         env.update(self._extra_env)
         return env
 
-    def _start_service(self, name: str) -> None:
-        # The scheduler's log server would listen on every interface at the fixed port 8793 (no
-        # setting binds it to loopback); the api-server reads the task logs from local files.
-        extra = ["--skip-serve-logs"] if name == "scheduler" else []
+    def _start_service(
+        self, name: str, argv: Iterable[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        # The scheduler's and the workers' log servers would listen on every interface at a fixed
+        # port (no setting binds them to loopback); the api-server reads the task logs from the
+        # local files (every worker shares this machine's AIRFLOW_HOME).
+        args = (
+            list(argv)
+            if argv is not None
+            else [name, *(["--skip-serve-logs"] if name == "scheduler" else [])]
+        )
         log = (self.service_log_dir / f"{name}.log").open("wb")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name, *extra],
-                env=self._env,
+                [sys.executable, "-m", "airflow", *args],
+                env=dict(env) if env is not None else self._env,
                 cwd=self.root,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -253,6 +385,46 @@ class AirflowDeployment:
             log.close()
         self._procs[name] = proc
         self._known[proc.pid] = psutil.Process(proc.pid)
+
+    def service_pid(self, name: str) -> int:
+        return (self._procs.get(name) or self._killed[name]).pid
+
+    def service_holding(self, pid: int) -> str | None:
+        """The running service whose process tree holds ``pid`` (a task process: its worker)."""
+        with contextlib.suppress(psutil.Error):
+            lineage = {pid} | {p.pid for p in psutil.Process(pid).parents()}
+            for name, proc in self._procs.items():
+                if proc.pid in lineage:
+                    return name
+        return None
+
+    def kill_service(self, name: str, timeout: float = 15.0) -> list[int]:
+        """SIGKILL a service as a host that dies takes it: its process group and every process
+        below it, task processes included (Airflow puts each task process in a group of its own,
+        so killing the worker's group alone would leave them running, orphaned). Waits until
+        they are gone; returns their PIDs. The deployment then carries on without the service."""
+        proc = self._procs.pop(name)
+        self._killed[name] = proc
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        for member in tree:
+            self._known.setdefault(member.pid, member)
+        groups = {proc.pid}  # start_new_session: the service leads its own group
+        for member in tree:
+            with contextlib.suppress(psutil.Error, OSError):
+                groups.add(os.getpgid(member.pid))
+        groups.discard(os.getpgrp())
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        for member in tree:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        proc.wait(timeout=timeout)
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        if alive:
+            raise DeploymentError(f"{name}: processes alive after SIGKILL: {[p.pid for p in alive]}")
+        return [p.pid for p in tree]
 
     def _track_descendants(self) -> None:
         """Remember every live descendant of our services (task processes have their own groups)."""
@@ -298,7 +470,7 @@ class AirflowDeployment:
         deadline = time.monotonic() + timeout
         while True:
             self._track_descendants()
-            for proc in self._procs.values():
+            for proc in [*self._procs.values(), *self._killed.values()]:
                 proc.poll()  # reap our own children
             if not self._alive():
                 return True
@@ -310,6 +482,7 @@ class AirflowDeployment:
         """SIGTERM each service (it stops its own workers), then every process group again (the
         scheduler waits for its executor's workers until signalled twice), then SIGKILL."""
         if not self._procs:
+            self._killed.clear()
             return
         self._track_descendants()
         for proc in self._procs.values():
@@ -325,6 +498,7 @@ class AirflowDeployment:
         psutil.wait_procs(self._alive(), timeout=10)
         left = self._alive()
         self._procs.clear()
+        self._killed.clear()
         if left:
             raise DeploymentError(f"processes still alive after SIGKILL: {[p.pid for p in left]}")
 
@@ -368,6 +542,25 @@ class AirflowDeployment:
                 raise DeploymentError(
                     f"airflow {name} exited with {proc.returncode}:\n{self.service_log_tail(name)}"
                 )
+
+    def _wait_for_workers(self) -> None:
+        """Block until every Celery worker has connected to the broker and says it is ready."""
+        assert self.celery is not None
+        deadline = time.monotonic() + self.startup_timeout
+        waiting = [self.celery.service(w) for w in self.celery.workers]
+        while waiting:
+            self._check_services()
+            waiting = [
+                name
+                for name in waiting
+                if WORKER_READY not in (self.service_log_dir / f"{name}.log").read_bytes()
+            ]
+            if waiting and time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"Celery workers not ready within {self.startup_timeout:g}s: {waiting}\n"
+                    + self.service_log_tail(waiting[0])
+                )
+            time.sleep(0.5)
 
     def _wait_for_api_server(self) -> None:
         import urllib.error
@@ -461,6 +654,19 @@ class AirflowDeployment:
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": True})
+
+    def set_pool(self, name: str, slots: int, description: str = "") -> None:
+        """Create the pool, or set its slots (``airflow pools set``, without a CLI start-up)."""
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        try:
+            self.api("POST", "/pools", body)
+        except DeploymentError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+            self.api("PATCH", f"/pools/{name}", body)
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", [dag_id, run_id])
