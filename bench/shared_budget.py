@@ -18,7 +18,9 @@ from the first to the last admitted request. "in window" is the mean number of a
 requests in the rolling window (one scaled minute) over the busy period after its first minute:
 what the server counts against the limit, so it cannot exceed it, unlike a plain rate over a
 short period (an empty window lets any client burst the whole limit at once). "budget" is that
-divided by the limit. Printed, never asserted.
+divided by the limit; "429 %" is the share of requests the server answered 429. Every request
+gets the emulator's ``latency`` plus up to ``latency_jitter`` more (default: as much again), so
+answers come back out of order. Printed, never asserted.
 """
 
 from __future__ import annotations
@@ -192,15 +194,21 @@ def main() -> None:
         "--resource", default="contacts", help="e.g. contact_activities: one list per contact"
     )
     parser.add_argument(
-        "--latency", type=float, default=0.0, help="API seconds per request (scaled like the clock)"
+        "--latency",
+        type=float,
+        default=0.5,
+        help="API seconds per request, scaled like the clock (0.5: 50 ms on the x10 clock)",
     )
     parser.add_argument(
         "--latency-jitter",
         type=float,
-        default=0.0,
-        help="extra API seconds per request, uniform in [0, this]",
+        default=None,
+        help="extra API seconds per request, uniform in [0, this] (default: the latency; "
+        "real answers vary, and a fixed latency hides what out-of-order answers do to pacing)",
     )
     args = parser.parse_args()
+    if args.latency_jitter is None:
+        args.latency_jitter = args.latency
     if args.command == "_child":
         child()
         return

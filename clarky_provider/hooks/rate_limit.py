@@ -12,6 +12,18 @@ Processes on other hosts are only visible through the server's own headers: when
 ``X-RateLimit-Remaining`` gets low the spacing stretches so the remaining requests spread
 until ``X-RateLimit-Reset``; at 0, and on a 429's ``Retry-After``, everyone pauses.
 
+Neither holds back a host that is alone on the key, however its answers are delayed. Reset is
+when the oldest request the server counts frees, so it is never more than about one interval
+away while evenly spaced starts keep the window full, and the stretch
+``(Reset - now) / (Remaining + 1)`` stays under the interval even when bunched arrivals show
+``Remaining`` at 0 or 1; the pause at 0 ends by about the next slot (a whole-second Reset
+can hold it up to a second longer). An answer that comes back after
+later ones (latency jitter) carries an earlier Reset and a count since overtaken, so it can only
+ask for less. The stretch and the pause bind only when the server counts requests beyond our
+own spacing, i.e. other hosts' use, which is what they are for. (A client-side rolling window
+was tried instead and used less of the budget: a request started earlier can reach the server
+later than one started after it.)
+
 The state file holds two times and nothing else; its name is the key's fingerprint and budget.
 If it cannot be used (unwritable folder, corrupt file, no ``fcntl``) pacing falls back to this
 process alone, with one warning: a load never fails because of it.

@@ -5,6 +5,10 @@ newline-delimited JSON of the records exactly as the API returns them, or Parque
 catalog's typed columns. Records stream into part files of bounded size under a temporary
 prefix; only when every part is written are they moved into place and ``_SUCCESS`` is written,
 so readers never pick up a half-written export, and a failed run leaves the destination as it was.
+
+A child resource's export in a task (or with a ``resume_key``) reads first and keeps each
+parent's list under the destination as it finishes (``export_progress.py``), so Airflow's next
+try of a killed export reads only the rest; the progress goes once the parts are published.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from clarky_provider.compat import BaseOperator, ObjectStoragePath
@@ -21,9 +25,11 @@ from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.jsoncodec import dumps
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
+from clarky_provider.operators.export_progress import ExportProgress, remove_progress
 from clarky_provider.operators.hooks import clarky_hook
 from clarky_provider.operators.plan import ReadPlan, table_spec
 from clarky_provider.operators.records import ResourceRecords
+from clarky_provider.operators.resume import ResumableRecords, load_key
 from clarky_provider.resources import get_resource
 from clarky_provider.sql.arrow import arrow_schema
 from clarky_provider.sql.schema import TableLayout
@@ -50,6 +56,11 @@ class ClarkyToObjectStorageOperator(BaseOperator):
     :param records_per_file: records per part file (bounds memory and file size).
     :param clarky_hook_params: this task's overrides of the Clarky connection's extras, e.g.
         ``{"max_concurrency": 2}``; an unknown name is an error.
+    :param resume_key: the identity of an export across tries, for use outside Airflow (in a task,
+        the task instance is: Airflow's next try of a killed export of a child resource reads only
+        what the killed try had not finished; see docs/operators/clarky_to_object_storage.md).
+    :param resume_max_age: progress of an export to this destination that was never resumed is
+        removed once this old (or by the next successful export to the destination).
     """
 
     template_fields: Sequence[str] = ("resource", "path", "filters", "clarky_conn_id")
@@ -65,6 +76,8 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         clarky_conn_id: str = ClarkyHook.default_conn_name,
         records_per_file: int = 50_000,
         clarky_hook_params: dict[str, Any] | None = None,
+        resume_key: str | None = None,
+        resume_max_age: timedelta = timedelta(days=7),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,9 +90,11 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         self.clarky_conn_id = clarky_conn_id
         self.records_per_file = records_per_file
         self.clarky_hook_params = clarky_hook_params
+        self.resume_key = resume_key
+        self.resume_max_age = resume_max_age
 
     def execute(self, context: Context) -> dict[str, Any]:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         resource = get_resource(self.resource)
         read = ReadPlan(resource, dict(self.filters or {}))  # bad filters fail before any request or write
         if self.format == "parquet":
@@ -87,14 +102,19 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         destination = ObjectStoragePath(self.path)
         staging = destination / f".clarky-tmp-{uuid.uuid4().hex}"
         hook = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
+        layout = TableLayout(table_spec(resource))
+        key = load_key(context, self.resume_key)
+        records = self._record_source(hook, read, destination, layout, key)
         try:
+            records.prepare()  # a resumable export reads here, keeping each parent's list as it ends
             staging.mkdir(parents=True, exist_ok=True)
-            records = ResourceRecords(hook, read)(None)  # a whole read: no watermark
-            parts, rows = self._write_parts(staging, TableLayout(table_spec(resource)), records)
+            parts, rows = self._write_parts(staging, layout, records(None))  # a whole read: no watermark
             self._publish(staging, destination, parts)
+            remove_progress(destination, key, started_at)  # only now: the parts are in place
         finally:
             if staging.exists():
                 staging.rmdir(recursive=True)
+            records.close()
             hook.close()
         summary = {
             "resource": resource.name,
@@ -102,11 +122,31 @@ class ClarkyToObjectStorageOperator(BaseOperator):
             "format": self.format,
             "files": len(parts),
             "rows_fetched": rows,
-            **hook.stats.load_summary(rows),
+            **hook.stats.load_summary(rows, earlier_records=records.earlier_records),
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Exported Clarky %s to %s: %s", resource.name, destination, summary)
         return summary
+
+    def _record_source(
+        self,
+        hook: ClarkyHook,
+        read: ReadPlan,
+        destination: ObjectStoragePath,
+        layout: TableLayout,
+        key: str | None,
+    ) -> ResourceRecords:
+        """Records streamed into the parts, or, for a child resource in a task (or with a
+        ``resume_key``), read first and kept parent by parent under the destination, so the
+        next try resumes."""
+        if key is None or read.resource.parent_key is None:
+            return ResourceRecords(hook, read)
+        max_age = self.resume_max_age.total_seconds()
+
+        def progress(fingerprint: str) -> ExportProgress:
+            return ExportProgress(destination, key, fingerprint, max_age, layout.record_key)
+
+        return ResumableRecords(hook, read, progress=progress)
 
     def _write_parts(
         self, staging: ObjectStoragePath, layout: TableLayout, records: Iterator[dict[str, Any]]

@@ -84,7 +84,7 @@ class ResumableRecords(ResourceRecords):
         self,
         hook: ClarkyHook,
         plan: ReadPlan,
-        progress_interval: float,
+        progress_interval: float = 30.0,
         *,
         progress: Callable[[str], Progress],
         newest: Callable[[], datetime | None] = lambda: None,

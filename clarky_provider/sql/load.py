@@ -114,17 +114,21 @@ def watermark(plan: LoadPlan, dialect: WarehouseDialect, connection: Any) -> dat
     """The table's newest cursor value where the load is incremental (None: not incremental, no
     table, or an empty one), read and let go before the load: a resumable load reads its
     records before its transaction begins."""
-    cursor_field = plan.layout.spec.cursor
-    if not plan.incremental or cursor_field is None:
+    if not plan.incremental:
         return None
     cur = dialect.session.cursor(connection)
     try:
         if dialect.existing_columns(cur, plan.schema, plan.table) is None:
             return None
-        cur.execute(dialect.newest(dialect.qualified(plan.schema, plan.table), cursor_field))
-        return parse_timestamp(cur.fetchone()[0])
+        return _newest(plan, dialect, cur, dialect.qualified(plan.schema, plan.table))
     finally:
         _rollback(connection)
+
+
+def _newest(plan: LoadPlan, dialect: WarehouseDialect, cursor: Any, target: str) -> datetime | None:
+    """The newest cursor value in ``target``, or None for an empty table."""
+    cursor.execute(dialect.newest(target, plan.layout.spec.cursor or ""))
+    return parse_timestamp(cursor.fetchone()[0])
 
 
 class _TableLoad:
@@ -306,11 +310,9 @@ class _TableLoad:
 
     def _newest(self) -> datetime | None:
         """The table's watermark: its newest cursor value, or None for an empty table."""
-        spec = self.plan.layout.spec
-        self.cursor.execute(self.dialect.newest(self.target, spec.cursor or ""))
-        newest = parse_timestamp(self.cursor.fetchone()[0])
+        newest = _newest(self.plan, self.dialect, self.cursor, self.target)
         if newest is None:
-            log.info("%s is empty: loading the full history of %s", self.target, spec.source)
+            log.info("%s is empty: loading the full history of %s", self.target, self.plan.layout.spec.source)
         return newest
 
     def _known_rows(self) -> dict[Any, int | None]:

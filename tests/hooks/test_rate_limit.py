@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 import json
 import logging
+import math
 import os
+import random
 import stat
 import struct
 import subprocess
@@ -101,8 +106,8 @@ def test_retry_after_pauses_the_other_processes(folder, fake_clock):
 
 def test_exhausted_budget_pauses_the_other_processes_until_reset(folder, fake_clock):
     first, second = limiter(folder), limiter(folder)
-    first.observe(0, fake_clock.epoch + 20, 120)
-    assert second.acquire() == pytest.approx(20)
+    first.observe(0, fake_clock.epoch + 20.25, 120)
+    assert second.acquire() == pytest.approx(20.25)
 
 
 def test_a_pause_holds_callers_already_waiting_for_their_slot(folder, fake_clock, monkeypatch):
@@ -359,3 +364,149 @@ def test_three_processes_on_one_key_share_the_budget(tmp_path):
     assert busy > 2 * window, "too short a run to measure budget use"
     assert share_429 < 0.01
     assert budget_use >= 0.90
+
+
+# -- one client alone, answers back out of order (latency jitter) -------------------------------
+
+
+class RollingWindowServer:
+    """The emulator's budget check on the fake clock: a request counts from when it arrives, for
+    ``window`` seconds; every answer carries ``Remaining`` and ``Reset`` (the oldest counted
+    request's expiry, in milliseconds as the scaled emulator sends it)."""
+
+    def __init__(self, limit: int = 120, window: float = 60.0, whole_seconds: bool = False) -> None:
+        self.limit, self.window, self.whole_seconds = limit, window, whole_seconds
+        self.counted: collections.deque[float] = collections.deque()
+        self.admitted: list[float] = []
+        self.rejected = 0
+
+    def take(self, now: float) -> tuple[bool, int, float]:
+        """(admitted, Remaining, Reset) of a request arriving ``now``."""
+        while self.counted and self.counted[0] <= now - self.window:
+            self.counted.popleft()
+        admitted = len(self.counted) < self.limit
+        if admitted:
+            self.counted.append(now)
+            self.admitted.append(now)
+        else:
+            self.rejected += 1
+        reset = self.counted[0] + self.window
+        return (
+            admitted,
+            self.limit - len(self.counted),
+            math.ceil(reset) if self.whole_seconds else round(reset, 3),
+        )
+
+
+def read_alone(
+    folder: Path,
+    clock,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    requests: int,
+    latency: float,
+    inbound: float = 0.0,
+    whole_seconds: bool = False,
+    seed: int = 7,
+) -> tuple[list[float], RollingWindowServer]:
+    """One client with enough requests in flight that latency never holds a start back.
+
+    Each answer comes back ``latency`` plus up to ``latency`` more (uniform) after its start, so
+    answers overtake each other and their headers reach ``observe`` out of order, as they do
+    from the hook's workers; ``inbound`` of that delay is spent before the server counts the
+    request, so arrivals bunch up too (``whole_seconds``: Reset as Clarky sends it, rounded up
+    to the second, instead of the scaled emulator's milliseconds). Answers due while a caller sleeps for its slot are
+    observed during that sleep (the other workers' answers). A 429 pauses for ``Retry-After``
+    and the request goes again, as the hook does. Returns the starts and the server.
+    """
+    one, server, rng = limiter(folder), RollingWindowServer(whole_seconds=whole_seconds), random.Random(seed)
+    answers: list[tuple[float, int, bool, int, float]] = []  # (back at, order, admitted, Remaining, Reset)
+    retries = 0
+
+    def deliver(until: float) -> None:
+        nonlocal retries
+        while answers and answers[0][0] <= until:
+            back, _, admitted, remaining, reset = heapq.heappop(answers)
+            clock.epoch = max(clock.epoch, back)
+            one.observe(remaining, reset, server.limit)
+            if not admitted:
+                one.pause(reset - clock.epoch)
+                retries += 1
+
+    def sleep(seconds: float) -> None:
+        until = clock.epoch + max(0.0, seconds)
+        deliver(until)
+        clock.epoch = until
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    starts: list[float] = []
+    while requests or retries:
+        if retries:
+            retries -= 1
+        else:
+            requests -= 1
+        one.acquire()
+        starts.append(clock.epoch)
+        delay = latency + rng.uniform(0, latency)
+        admitted, remaining, reset = server.take(clock.epoch + inbound * delay)
+        heapq.heappush(answers, (clock.epoch + delay, len(starts), admitted, remaining, reset))
+        deliver(clock.epoch)
+    deliver(math.inf)
+    return starts, server
+
+
+@pytest.mark.parametrize(
+    ("latency", "inbound", "whole_seconds"),
+    [(0.5, 0.0, False), (1.0, 0.0, False), (4.0, 0.0, False), (1.0, 0.5, False), (1.0, 0.0, True)],
+    ids=[
+        "half a slot",
+        "a slot",
+        "four slots",
+        "a slot, half of it on the way in",
+        "a slot, Reset in whole seconds",
+    ],
+)
+def test_a_client_alone_keeps_its_pace_when_answers_come_back_out_of_order(
+    folder, fake_clock, monkeypatch, latency, inbound, whole_seconds
+):
+    """Latency jitter as large as the latency: answers overtake each other and ``Remaining``
+    dips to 0 or 1 when arrivals bunch up. The server only ever counts our own requests then,
+    which the even spacing already keeps under the limit, so neither the pause at 0 nor the
+    stretch below 10% may hold a single start back: every start one interval after the last,
+    at least 96% of the budget used, no 429."""
+    starts, server = read_alone(
+        folder,
+        fake_clock,
+        monkeypatch,
+        requests=600,
+        latency=latency * INTERVAL,
+        inbound=inbound,
+        whole_seconds=whole_seconds,
+    )
+    assert server.rejected == 0
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert max(gaps) == pytest.approx(INTERVAL)
+    assert mean_window_fill(server.admitted, server.window) / server.limit >= 0.96
+
+
+def test_one_process_uses_the_budget_when_latency_varies_as_much_as_it_is(monkeypatch):
+    """The hook alone against the emulator, x10 clock, 50 ms plus up to 50 ms more per answer
+    (the emulator's ``latency_jitter``): answers come back out of order; the budget is still used
+    (issue 25 reported 88% here; at least 96% is the target) without 429s."""
+    scale, limit = 0.1, 120
+    with ClarkyEmulator(
+        300, time_scale=scale, rate_limit=limit, latency=0.5, latency_jitter=0.5, record_admissions=True
+    ) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(page_size=10))
+        hook = ClarkyHook()
+        try:
+            records = sum(1 for _ in hook.paginate("contact_activities"))
+        finally:
+            hook.close()
+        log = list(emu.stats.admissions)
+    assert records == len(emu.dataset["contact_activities"])
+    admitted = sorted(t for t, ok in log if ok)
+    window = 60 * scale
+    assert admitted[-1] - admitted[0] > 2 * window, "too short a run to measure budget use"
+    assert (len(log) - len(admitted)) / len(log) < 0.01
+    assert mean_window_fill(admitted, window) / limit >= 0.96

@@ -21,10 +21,15 @@ def load(**kwargs):
     return ClarkyToSqlOperator(resource="contact_activities", **kwargs).execute({})
 
 
-def test_daily_run_costs_close_to_the_minimum_and_weekly_restores_deletes(warehouse, monkeypatch):
+@pytest.mark.parametrize("resumable", [False, True], ids=["streamed", "resumable"])
+def test_daily_run_costs_close_to_the_minimum_and_weekly_restores_deletes(warehouse, monkeypatch, resumable):
+    """The same through a streamed read and a resumable one (read first, kept per contact: the
+    watermark is read before the load's transaction)."""
     size = DatasetSize(contacts=2000, activities_per_contact=1.5)
     with ClarkyEmulator(size=size, rate_limit=None) as emu:
         monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        if resumable:
+            monkeypatch.setattr(ClarkyToSqlOperator, "resume_key", "daily", raising=False)
         first = load()  # an empty table: the full history
         assert first["rows_fetched"] == len(emu.dataset["contact_activities"])
 

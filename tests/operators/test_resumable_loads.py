@@ -5,11 +5,6 @@ equals the source, and no progress is left behind. On every engine."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,9 +15,9 @@ from clarky_provider.operators.clarky_to_sql import ClarkyToSqlOperator
 from clarky_provider.operators.resume import load_key
 from clarky_provider.sql.schema import PROGRESS_TABLE
 from clarky_provider.testing import ClarkyEmulator
+from tests.killing import kill_after_requests, resumed_try
 from tests.warehouse import ENGINES, assert_table_matches, open_warehouse
 
-REPO = Path(__file__).resolve().parents[2]
 CONTACTS = 300
 #: The killed try runs in a child process that loads as the same task instance would.
 CHILD = """
@@ -84,33 +79,16 @@ def test_killed_child_load_resumes_where_it_stopped(warehouse, tmp_path, monkeyp
         uninterrupted = emu.stats.requests - before
         assert whole["records_from_earlier_tries"] == 0
 
-        started = emu.stats.requests
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, warehouse.kind, warehouse.dsn],
-            cwd=REPO,
-            env=dict(os.environ),
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while emu.stats.requests < started + uninterrupted // 2 and time.monotonic() < deadline:
-                assert child.poll() is None, "the load finished before it could be killed"
-                time.sleep(0.005)
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=30)
-        assert emu.stats.requests >= started + uninterrupted // 2, "it was killed halfway"
+        kill_after_requests(emu, CHILD, [warehouse.kind, warehouse.dsn], uninterrupted // 2)
         assert not warehouse.exists("contact_activities"), "the target is untouched until the load lands"
         assert progress_rows(warehouse) > 0, "the killed try kept what it had finished"
 
-        before = emu.stats.requests
-        resumed = operator("contact_activities").execute(task_instance("run-1"))  # type: ignore[arg-type]
-        paid = emu.stats.requests - before
-        print(
-            f"\n{warehouse.kind}: uninterrupted {uninterrupted} requests, resumed try {paid} ({paid / uninterrupted:.0%})"
+        resumed_try(
+            emu,
+            warehouse.kind,
+            uninterrupted,
+            lambda: operator("contact_activities").execute(task_instance("run-1")),  # type: ignore[arg-type]
         )
-        assert paid <= 0.55 * uninterrupted
-        assert resumed["records_from_earlier_tries"] > 0
-        assert resumed["coverage"] == 1.0
         assert_table_matches(
             warehouse, "contact_activities", "contact_activities", emu.dataset["contact_activities"]
         )
