@@ -85,6 +85,13 @@ class Resource:
         return self.incremental_filter is not None or bool(self.parent_change_fields)
 
     @property
+    def resumable(self) -> bool:
+        """Whether a read can be kept in units a killed load's next try need not read again:
+        a parent with its whole list (child resources), or a created-time window (partition
+        filters). Other lists are short, and read whole."""
+        return self.parent_key is not None or self.partition_filters is not None
+
+    @property
     def ordered(self) -> bool:
         """Whether the docs promise an order for this list (most Clarky lists have none)."""
         return self.ordering != NO_ORDER

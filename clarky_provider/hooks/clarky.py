@@ -45,7 +45,7 @@ from clarky_provider.exceptions import (
 )
 from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
 from clarky_provider.hooks.list_client import ListClient, ReadConfig
-from clarky_provider.hooks.listing import ListReader, distinct_records, parent_lists
+from clarky_provider.hooks.listing import ListReader, distinct_records, parent_lists, window_units
 from clarky_provider.hooks.network import network_error
 from clarky_provider.hooks.pages import Page, as_int, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
@@ -420,13 +420,8 @@ class ClarkyHook(BaseHook):
         res = get_resource(resource)
         params = encode_filters(res, filters)
         since = _changed_since(res, changed_since)
-        budget = self.settings.requests_per_minute
         if res.parent_key is None or parent_id is not None:
-
-            def list_bill(page: Page) -> None:
-                log_list_bill(res.name, page.total or 0, page.total_pages or 1, budget)
-
-            bill = list_bill if parent_id is None else None
+            bill = self._list_bill(res) if parent_id is None else None
             yield from ListReader(
                 self._lists, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill
             )
@@ -435,7 +430,7 @@ class ClarkyHook(BaseHook):
         lists = parent_lists(self._lists, res, parents, params, on_page, stop_before=since)
         yield from distinct_records(self.stats, lists)
 
-    def paginate_by_parent(
+    def paginate_units(
         self,
         resource: str,
         *,
@@ -444,22 +439,41 @@ class ClarkyHook(BaseHook):
         changed_since: datetime | str | None = None,
         **filters: Any,
     ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        """A child resource as ``(parent id, records)``: each parent's whole list, read and
-        checked as in :meth:`paginate`, in parent order; parents whose id is in ``skip`` are
-        not read. A resumable load keeps each finished list and, in the next try, skips them.
+        """A resumable read (``Resource.resumable``) as ``(unit, records)``, each unit read
+        completely and checked against its ``total`` as in :meth:`paginate`; units named in
+        ``skip`` are not read. A resumable load keeps each unit as it comes and, in its next
+        try, skips them. A child resource's units are its parents (their ids), in parent order;
+        a list with partition filters (contacts) comes in created-time windows
+        (:func:`.listing.window_units`).
         """
         res = get_resource(resource)
-        if res.parent_key is None:
+        if not res.resumable:
+            resumable = ", ".join(sorted(r.name for r in RESOURCES.values() if r.resumable))
             raise ClarkyConfigError(
-                f"paginate_by_parent reads child resources; {res.name!r} has no parent "
-                f"(child resources: {', '.join(sorted(r.name for r in RESOURCES.values() if r.parent))})."
+                f"{res.name!r} is read whole, not in units a load can resume from (resumable: {resumable})."
             )
         params = encode_filters(res, filters)
-        since = _changed_since(res, changed_since)
-        parents = (p for p in self._changed_parents(res, since, done=len(skip)) if str(p["id"]) not in skip)
-        for parent_id, records in parent_lists(self._lists, res, parents, params, on_page, stop_before=since):
+        since = _changed_since(res, changed_since)  # only child resources have a change signal
+        units: Iterator[tuple[str, list[dict[str, Any]]]]
+        if res.parent_key is not None:
+            parents = (
+                p for p in self._changed_parents(res, since, done=len(skip)) if str(p["id"]) not in skip
+            )
+            units = parent_lists(self._lists, res, parents, params, on_page, stop_before=since)
+        else:
+            units = window_units(self._lists, res, params, skip, on_page=on_page, bill=self._list_bill(res))
+        for unit, records in units:
             self.stats.add(records=len(records))
-            yield parent_id, records
+            yield unit, records
+
+    def _list_bill(self, res: Resource) -> Callable[[Page], None]:
+        """Logs a list read's bill once its first page tells its size."""
+        budget = self.settings.requests_per_minute
+
+        def bill(page: Page) -> None:
+            log_list_bill(res.name, page.total or 0, page.total_pages or 1, budget)
+
+        return bill
 
     def _changed_parents(
         self, res: Resource, since: datetime | None, done: int = 0

@@ -29,7 +29,7 @@ import math
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -52,6 +52,12 @@ WINDOW_FILL = 0.8
 SAMPLES_PER_WINDOW = 20
 #: Partition values kept (a uniform sample) to cut the first windows from.
 SAMPLE_SIZE = 10_000
+#: A resumable read of a windowed list longer than this many pages is kept in windows.
+UNIT_MIN_PAGES = 100
+#: ... of about this many pages each,
+UNIT_PAGES = 8
+#: ... and at least this many of them.
+UNIT_MIN_WINDOWS = 40
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -66,6 +72,33 @@ class Window:
 
     def holds(self, value: int) -> bool:
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    @property
+    def name(self) -> str:
+        """``low..high`` in epoch milliseconds (empty for an open end): a unit's name."""
+        return f"{'' if self.low is None else self.low}..{'' if self.high is None else self.high}"
+
+    @classmethod
+    def parse(cls, name: str) -> Window:
+        low, high = name.split("..")
+        return cls(int(low) if low else None, int(high) if high else None)
+
+    def minus(self, others: Iterable[Window]) -> list[Window]:
+        """What of this window none of ``others`` holds, as windows in time order."""
+        pieces = [self]
+        for other in others:
+            rest = []
+            for piece in pieces:
+                if other.low is not None and (piece.low is None or piece.low < other.low):
+                    high = other.low - 1 if piece.high is None else min(piece.high, other.low - 1)
+                    if piece.low is None or piece.low <= high:
+                        rest.append(Window(piece.low, high))
+                if other.high is not None and (piece.high is None or piece.high > other.high):
+                    low = other.high + 1 if piece.low is None else max(piece.low, other.high + 1)
+                    if piece.high is None or low <= piece.high:
+                        rest.append(Window(low, piece.high))
+            pieces = rest
+        return sorted(pieces, key=lambda w: -1 if w.low is None else w.low)
 
     def split(self, values: list[int], parts: int) -> list[Window]:
         """Cut at quantiles of ``values`` (sorted) into up to ``parts`` windows; [] if it cannot be cut."""
@@ -125,6 +158,25 @@ def _format_millis(value: int) -> str:
     return format_timestamp(_EPOCH + value * _MILLISECOND)
 
 
+def window_params(res: Resource, params: dict[str, str], window: Window) -> dict[str, str]:
+    """``params`` narrowed to ``window`` by the resource's partition filters."""
+    assert res.partition_filters is not None
+    after, before = res.partition_filters
+    narrowed = dict(params)
+    if window.low is not None:
+        narrowed[after] = _format_millis(window.low)
+    if window.high is not None:
+        narrowed[before] = _format_millis(window.high)
+    return narrowed
+
+
+def root_window(res: Resource, params: dict[str, str]) -> Window:
+    """The window ``params`` already ask for (a backfill window), or the open one."""
+    assert res.partition_filters is not None
+    after, before = res.partition_filters
+    return Window(_millis(params.get(after)), _millis(params.get(before)))
+
+
 class ListReader:
     """One complete read of one list (one parent's list, for child resources).
 
@@ -167,7 +219,7 @@ class ListReader:
 
     # -- the read ---------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Generator[dict[str, Any], None, None]:
         unstable = yield from self._first_sweep()
         if self.stopped_early:
             self.total = self.seen  # the list is newest first: what is older was not wanted
@@ -320,8 +372,7 @@ class ListReader:
     def _windows(self, within_bound: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         """Read the list as windows that each fit in one page, cutting further where one overflows."""
         assert self.sample is not None and self.res.partition_filters is not None
-        after, before = self.res.partition_filters
-        root = Window(_millis(self.params.get(after)), _millis(self.params.get(before)))
+        root = root_window(self.res, self.params)
         known = self.sample.millis()
         pending = deque(root.split(known, self._window_count(self.total or 0)) or [root])
 
@@ -354,14 +405,7 @@ class ListReader:
             pages.close()
 
     def _window_params(self, window: Window) -> dict[str, str]:
-        assert self.res.partition_filters is not None
-        after, before = self.res.partition_filters
-        params = dict(self.params)
-        if window.low is not None:
-            params[after] = _format_millis(window.low)
-        if window.high is not None:
-            params[before] = _format_millis(window.high)
-        return params
+        return window_params(self.res, self.params, window)
 
     def _window_page(self, window: Window) -> tuple[Window, Page]:
         path = self.res.list_path(self.parent_id)
@@ -473,6 +517,74 @@ def parent_lists(
         yield from lists
     finally:
         lists.close()
+
+
+def window_units(
+    client: ListClient,
+    resource: Resource,
+    params: dict[str, str],
+    done: Collection[str] = (),
+    *,
+    on_page: Callable[[Page], None] | None = None,
+    bill: Callable[[Page], None] | None = None,
+) -> Generator[tuple[str, list[dict[str, Any]]], None, None]:
+    """A list with partition filters (contacts) as ``(window name, records)``: created-time
+    windows, each read completely (its own ``ListReader``, checked against its ``total``).
+    Windows named in ``done`` (a resumed load's) are not read again: only the gaps between them.
+
+    A gap of at most ``UNIT_MIN_PAGES`` pages is one unit: a killed try reads it again, under
+    a minute at the budget. A longer one is cut, at quantiles of its first page's created
+    times, into windows of about ``UNIT_PAGES`` pages (at least ``UNIT_MIN_WINDOWS`` of them,
+    so a kill loses a few percent of the read); that first page is the one request the cut
+    costs. A one-sided first page (a list sorted by created time) cuts unevenly: windows are
+    then larger, never incomplete.
+    """
+    root = root_window(resource, params)
+    page_size = client.config.page_size
+    for gap in root.minus(Window.parse(name) for name in done):
+        first: list[Page] = []
+
+        def noted(page: Page, first: list[Page] = first) -> None:
+            first.append(page)
+            if bill is not None:
+                bill(page)
+
+        reader = ListReader(
+            client,
+            resource,
+            None,
+            window_params(resource, params, gap),
+            on_page=on_page,
+            count_records=False,
+            bill=noted,
+        )
+        records: list[dict[str, Any]] = []
+        cut: list[Window] = []
+        pages = iter(reader)
+        try:
+            for record in pages:
+                records.append(record)
+                if first and (first[0].total or 0) > UNIT_MIN_PAGES * page_size:
+                    values = sorted(v for v in map(_millis_of(resource), first[0].records) if v is not None)
+                    parts = max(UNIT_MIN_WINDOWS, math.ceil((first[0].total or 0) / (UNIT_PAGES * page_size)))
+                    cut = gap.split(values, parts) or [gap]
+                    break
+        finally:
+            pages.close()
+        if not cut:
+            yield gap.name, records
+            continue
+        for window in cut:
+            narrowed = window_params(resource, params, window)
+            yield (
+                window.name,
+                list(ListReader(client, resource, None, narrowed, on_page=on_page, count_records=False)),
+            )
+
+
+def _millis_of(resource: Resource) -> Callable[[dict[str, Any]], int | None]:
+    field = resource.partition_field or ""
+    return lambda record: _millis(record.get(field))
 
 
 def distinct_records(

@@ -1,13 +1,13 @@
 """ClarkyToObjectStorageOperator: a Clarky resource as part files in any object store.
 
 The staging step for warehouse bulk loads (Snowflake ``COPY INTO``, BigQuery load jobs):
-newline-delimited JSON of the records exactly as the API returns them, or Parquet with the
-catalog's typed columns. Records stream into part files of bounded size under a temporary
+newline-delimited JSON of the records as the API returns them (after the column policy:
+``columns.py``), or Parquet with the catalog's typed columns. Records stream into part files of bounded size under a temporary
 prefix; only when every part is written are they moved into place and ``_SUCCESS`` is written,
 so readers never pick up a half-written export, and a failed run leaves the destination as it was.
 
-A child resource's export in a task (or with a ``resume_key``) reads first and keeps each
-parent's list under the destination as it finishes (``export_progress.py``), so Airflow's next
+A resumable resource's export in a task (or with a ``resume_key``) reads first and keeps each
+unit (a parent's list, a created-time window of contacts) under the destination as it finishes (``export_progress.py``), so Airflow's next
 try of a killed export reads only the rest; the progress goes once the parts are published.
 """
 
@@ -25,6 +25,7 @@ from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.jsoncodec import dumps
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
+from clarky_provider.operators.columns import ColumnPolicyArguments, RecordPolice
 from clarky_provider.operators.export_progress import ExportProgress, remove_progress
 from clarky_provider.operators.hooks import clarky_hook
 from clarky_provider.operators.plan import ReadPlan, table_spec
@@ -43,7 +44,7 @@ FORMATS = {"jsonl": ".jsonl", "parquet": ".parquet"}
 SUCCESS_MARKER = "_SUCCESS"
 
 
-class ClarkyToObjectStorageOperator(BaseOperator):
+class ClarkyToObjectStorageOperator(ColumnPolicyArguments, BaseOperator):
     """
     Export a Clarky resource to ``path`` (any ``ObjectStoragePath``: ``file://``, ``s3://``, ``gs://``...).
 
@@ -57,13 +58,27 @@ class ClarkyToObjectStorageOperator(BaseOperator):
     :param clarky_hook_params: this task's overrides of the Clarky connection's extras, e.g.
         ``{"max_concurrency": 2}``; an unknown name is an error.
     :param resume_key: the identity of an export across tries, for use outside Airflow (in a task,
-        the task instance is: Airflow's next try of a killed export of a child resource reads only
-        what the killed try had not finished; see docs/operators/clarky_to_object_storage.md).
+        the task instance is: Airflow's next try of a killed export of a child resource or of a long
+        contacts read reads only what the killed try had not finished; see docs/operators/clarky_to_object_storage.md).
     :param resume_max_age: progress of an export to this destination that was never resumed is
         removed once this old (or by the next successful export to the destination).
+    :param columns: export only these fields (plus the key and the cursor) (templated; see
+        docs/privacy.md).
+    :param exclude_columns: fields, or paths such as ``custom_fields.ssn``, never written (templated).
+    :param hash_columns: fields or paths written as HMAC-SHA-256 under the key of
+        ``hash_key_conn_id`` (templated).
+    :param hash_key_conn_id: the Airflow connection whose password is the hashing key (templated).
+    :param on_new_field: a field the catalog does not know yet is kept (``raw``) or dropped
+        (``drop``); either way listed once in the summary's ``new_fields``.
     """
 
-    template_fields: Sequence[str] = ("resource", "path", "filters", "clarky_conn_id")
+    template_fields: Sequence[str] = (
+        "resource",
+        "path",
+        "filters",
+        "clarky_conn_id",
+        *ColumnPolicyArguments.COLUMN_POLICY_FIELDS,
+    )
     template_fields_renderers = {"filters": "json"}
 
     def __init__(
@@ -78,9 +93,15 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         clarky_hook_params: dict[str, Any] | None = None,
         resume_key: str | None = None,
         resume_max_age: timedelta = timedelta(days=7),
+        columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
+        hash_columns: list[str] | None = None,
+        hash_key_conn_id: str | None = None,
+        on_new_field: str = "raw",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.set_column_policy(columns, exclude_columns, hash_columns, hash_key_conn_id, on_new_field)
         check_choice("format", format, FORMATS)
         check_at_least_one("records_per_file", records_per_file)
         self.resource = resource
@@ -97,14 +118,16 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         started, started_at = time.monotonic(), time.time()
         resource = get_resource(self.resource)
         read = ReadPlan(resource, dict(self.filters or {}))  # bad filters fail before any request or write
+        policy = self.column_policy(resource)  # so do unknown column names
         if self.format == "parquet":
             _require_pyarrow()
         destination = ObjectStoragePath(self.path)
         staging = destination / f".clarky-tmp-{uuid.uuid4().hex}"
+        police = self.record_police(policy)  # reads the hashing key, before any request
         hook = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
-        layout = TableLayout(table_spec(resource))
+        layout = TableLayout(table_spec(resource, policy))
         key = load_key(context, self.resume_key)
-        records = self._record_source(hook, read, destination, layout, key)
+        records = self._record_source(hook, read, destination, layout, key, police)
         try:
             records.prepare()  # a resumable export reads here, keeping each parent's list as it ends
             staging.mkdir(parents=True, exist_ok=True)
@@ -123,6 +146,7 @@ class ClarkyToObjectStorageOperator(BaseOperator):
             "files": len(parts),
             "rows_fetched": rows,
             **hook.stats.load_summary(rows, earlier_records=records.earlier_records),
+            "new_fields": police.new_fields,
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Exported Clarky %s to %s: %s", resource.name, destination, summary)
@@ -135,18 +159,19 @@ class ClarkyToObjectStorageOperator(BaseOperator):
         destination: ObjectStoragePath,
         layout: TableLayout,
         key: str | None,
+        police: RecordPolice,
     ) -> ResourceRecords:
-        """Records streamed into the parts, or, for a child resource in a task (or with a
-        ``resume_key``), read first and kept parent by parent under the destination, so the
-        next try resumes."""
-        if key is None or read.resource.parent_key is None:
-            return ResourceRecords(hook, read)
+        """Records streamed into the parts, or, for a resumable resource in a task (or with a
+        ``resume_key``), read first and kept unit by unit under the destination, so the next
+        try resumes."""
+        if key is None or not read.resource.resumable:
+            return ResourceRecords(hook, read, police=police)
         max_age = self.resume_max_age.total_seconds()
 
         def progress(fingerprint: str) -> ExportProgress:
             return ExportProgress(destination, key, fingerprint, max_age, layout.record_key)
 
-        return ResumableRecords(hook, read, progress=progress)
+        return ResumableRecords(hook, read, police=police, progress=progress)
 
     def _write_parts(
         self, staging: ObjectStoragePath, layout: TableLayout, records: Iterator[dict[str, Any]]

@@ -26,6 +26,7 @@ from clarky_provider.exceptions import (
 from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.normalize import require_timestamp
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
+from clarky_provider.operators.columns import ColumnPolicyArguments, RecordPolice
 from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
@@ -47,7 +48,7 @@ INCREMENTAL_MODES = ("auto", "watermark", "interval", "full")
 DELETE_MODES = (None, "flag", "remove")
 
 
-class ClarkyToSqlOperator(BaseOperator):
+class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
     """
     Load every record of a Clarky resource into a table of any common-sql connection.
 
@@ -78,10 +79,19 @@ class ClarkyToSqlOperator(BaseOperator):
     :param sql_hook_params: arguments of the warehouse connection's hook, e.g. Snowflake's
         ``{"warehouse": "LOAD_WH", "role": "LOADER"}``; an unknown name is an error.
     :param resume_key: the identity of a load across tries, for use outside Airflow (in a task,
-        the task instance is: Airflow's next try of a killed load of a child resource reads only
-        what the killed try had not finished; see docs/reliability.md).
+        the task instance is: Airflow's next try of a killed load of a child resource or of a long
+        contacts read reads only what the killed try had not finished; see docs/reliability.md).
     :param resume_max_age: progress of a load of this table that was never resumed is removed
         once this old (or by the next successful load of the table).
+    :param columns: load only these fields (plus the key and the cursor), in columns and ``_raw``
+        (templated; see docs/privacy.md).
+    :param exclude_columns: fields, or paths such as ``custom_fields.ssn``, that are never written:
+        no column, not in ``_raw`` (templated).
+    :param hash_columns: fields or paths written as HMAC-SHA-256 under the key of
+        ``hash_key_conn_id``: their columns, ``_raw`` and derived columns (templated).
+    :param hash_key_conn_id: the Airflow connection whose password is the hashing key (templated).
+    :param on_new_field: a field the catalog does not know yet is kept in ``_raw`` (``raw``) or
+        dropped (``drop``); either way listed once in the summary's ``new_fields``.
     """
 
     template_fields: Sequence[str] = (
@@ -94,6 +104,7 @@ class ClarkyToSqlOperator(BaseOperator):
         "updated_after",
         "window_start",
         "window_end",
+        *ColumnPolicyArguments.COLUMN_POLICY_FIELDS,
     )
     template_fields_renderers = {"filters": "json"}
     ui_color = "#e8f4fd"
@@ -120,9 +131,15 @@ class ClarkyToSqlOperator(BaseOperator):
         sql_hook_params: dict[str, Any] | None = None,
         resume_key: str | None = None,
         resume_max_age: timedelta = timedelta(days=7),
+        columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
+        hash_columns: list[str] | None = None,
+        hash_key_conn_id: str | None = None,
+        on_new_field: str = "raw",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.set_column_policy(columns, exclude_columns, hash_columns, hash_key_conn_id, on_new_field)
         check_choice("write_mode", write_mode, WRITE_MODES)
         check_choice("incremental", incremental, INCREMENTAL_MODES)
         check_choice("delete_mode", delete_mode, DELETE_MODES)
@@ -177,6 +194,7 @@ class ClarkyToSqlOperator(BaseOperator):
             and not window
             and (mode == "watermark" or (mode == "auto" and self.write_mode == "merge"))
         )
+        policy = self.column_policy(resource)
         read = ReadPlan(  # checks and encodes every filter, before any request
             resource=resource,
             filters={**user_filters, **window},
@@ -186,7 +204,7 @@ class ClarkyToSqlOperator(BaseOperator):
         return Plan(
             read=read,
             load=LoadPlan(
-                layout=TableLayout(table_spec(resource)),
+                layout=TableLayout(table_spec(resource, policy)),
                 schema=schema,
                 table=table,
                 write_mode=self.write_mode,
@@ -195,6 +213,7 @@ class ClarkyToSqlOperator(BaseOperator):
                 incremental=use_watermark,
                 batch_size=self.batch_size,
             ),
+            columns=policy,
         )
 
     # -- execution --------------------------------------------------------------------------
@@ -203,6 +222,7 @@ class ClarkyToSqlOperator(BaseOperator):
         started = time.monotonic()
         plan = self.plan(context)
         resource, table = plan.read.resource, plan.load.table
+        police = self.record_police(plan.columns)  # reads the hashing key, before any request
         clarky = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
         _ = clarky.settings  # a bad key fails here, before the database is touched
         warehouse = sql_hook(self.sql_conn_id, self.sql_hook_params)
@@ -221,7 +241,7 @@ class ClarkyToSqlOperator(BaseOperator):
             getattr(dag_run, "dag_id", None),
             getattr(dag_run, "run_id", None),
         )
-        records = self._record_source(context, clarky, plan, dialect)
+        records = self._record_source(context, clarky, plan, dialect, police)
         try:
             records.prepare()  # a resumable load reads here, keeping each parent's list as it ends
             connection = dialect.session.connect()
@@ -265,6 +285,7 @@ class ClarkyToSqlOperator(BaseOperator):
             **asdict(loaded),
             "watermark": loaded.watermark.isoformat() if loaded.watermark else None,
             **clarky.stats.load_summary(loaded.rows_fetched, earlier_records=records.earlier_records),
+            "new_fields": police.new_fields,
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Loaded Clarky %s into %s: %s", resource.name, table, summary)
@@ -272,18 +293,30 @@ class ClarkyToSqlOperator(BaseOperator):
         return summary
 
     def _record_source(
-        self, context: Context, clarky: ClarkyHook, plan: Plan, dialect: WarehouseDialect
+        self,
+        context: Context,
+        clarky: ClarkyHook,
+        plan: Plan,
+        dialect: WarehouseDialect,
+        police: RecordPolice,
     ) -> ResourceRecords:
-        """Records streamed into the load, or, for a child resource in a task (or with a
-        ``resume_key``), read first and kept parent by parent, so the next try resumes."""
+        """Records streamed into the load, or, for a resumable resource in a task (or with a
+        ``resume_key``), read first and kept unit by unit, so the next try resumes."""
         key = load_key(context, self.resume_key)
-        if key is None or plan.read.resource.parent_key is None:
-            return ResourceRecords(clarky, plan.read, self.progress_interval)
+        if key is None or not plan.read.resource.resumable:
+            return ResourceRecords(clarky, plan.read, self.progress_interval, police)
         progress, newest = warehouse_progress(dialect, plan.load, key, self.resume_max_age.total_seconds())
-        return ResumableRecords(clarky, plan.read, self.progress_interval, progress=progress, newest=newest)
+        return ResumableRecords(
+            clarky,
+            plan.read,
+            progress=progress,
+            newest=newest,
+            progress_interval=self.progress_interval,
+            police=police,
+        )
 
     def _annotate_outlets(self, context: Context, summary: dict[str, Any]) -> None:
-        """Row counts and the watermark ride on this task's asset events (``outlets``)."""
+        """Row counts, the watermark and the new fields ride on this task's asset events (``outlets``)."""
         from clarky_provider.compat import Asset
 
         events = context.get("outlet_events")
@@ -291,7 +324,7 @@ class ClarkyToSqlOperator(BaseOperator):
             return
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
-                events[outlet].extra.update(event_extra(summary))
+                events[outlet].extra.update(event_extra(summary), new_fields=summary["new_fields"])
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The Clarky resource as input, the warehouse table (schema, row count) as output."""

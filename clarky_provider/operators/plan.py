@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.normalize import minus_one_millisecond, primary_email, primary_phone, require_timestamp
+from clarky_provider.operators.columns import ColumnPolicy
 from clarky_provider.resources import Resource, encode_filters
 from clarky_provider.sql.load import LoadPlan
 from clarky_provider.tables import DerivedField, FieldType, TableSpec
@@ -28,13 +29,16 @@ _DERIVED = (
 )
 
 
-def table_spec(resource: Resource) -> TableSpec:
-    """The table of a catalog resource: its typed fields, key, convenience columns and cursor."""
+def table_spec(resource: Resource, policy: ColumnPolicy | None = None) -> TableSpec:
+    """The table of a catalog resource: its typed fields, key, convenience columns and cursor;
+    with a column policy, only the fields it keeps, and the derived columns of those."""
+    fields = policy.kept(resource.fields) if policy is not None else resource.fields
+    names = {f.name for f in fields}
     return TableSpec(
         source=f"Clarky {resource.name}",
-        fields=resource.fields,
+        fields=fields,
         primary_key=resource.primary_key,
-        derived=tuple(column for name, column in _DERIVED if name in resource.field_index),
+        derived=tuple(column for name, column in _DERIVED if name in names),
         cursor=resource.cursor_field,
     )
 
@@ -122,3 +126,5 @@ class Plan(NamedTuple):
 
     read: ReadPlan
     load: LoadPlan
+    #: The column policy, checked against the catalog; the load's table is made from it.
+    columns: ColumnPolicy

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from clarky_provider.operators.columns import ColumnPolicy, RecordPolice
 from clarky_provider.operators.plan import Read, ReadPlan
 from clarky_provider.operators.progress import ProgressLog
 
@@ -26,8 +27,17 @@ class ResourceRecords:
     #: Runs last in the load's transaction (``sql.load.load``'s ``finish``), where one is needed.
     finish: Callable[[Any], None] | None = None
 
-    def __init__(self, hook: ClarkyHook, plan: ReadPlan, progress_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        hook: ClarkyHook,
+        plan: ReadPlan,
+        progress_interval: float = 30.0,
+        police: RecordPolice | None = None,
+    ) -> None:
+        """``police`` applies the load's column policy to each record as it is read, before
+        anything keeps it (the default: the catalog's, which only notes new fields)."""
         self.hook, self.plan, self.progress_interval = hook, plan, progress_interval
+        self.police = police or ColumnPolicy(plan.resource).police(None)
         #: The read's filters, as the summary lists them, once called.
         self.filters: dict[str, Any] = {}
         #: The first record's ``workspace_id`` (the lineage namespace), once read.
@@ -48,8 +58,11 @@ class ResourceRecords:
 
     def _records(self, read: Read) -> Iterator[dict[str, Any]]:
         progress = ProgressLog(read.resource, self.hook.stats, self.progress_interval)
-        yield from self.hook.paginate(
-            read.resource, on_page=progress.page, changed_since=read.changed_since, **read.params
+        yield from map(
+            self.police,
+            self.hook.paginate(
+                read.resource, on_page=progress.page, changed_since=read.changed_since, **read.params
+            ),
         )
         progress.finish()
 

@@ -3,9 +3,10 @@ kept parent by parent in the warehouse (``sql/resume.py``) until the load lands.
 
 A load's identity is its task instance (DAG, task, run, map index): Airflow's next try of the
 same task instance resumes what the killed one read, a new run starts afresh. Plain-Python use
-passes an explicit ``resume_key``. The read is a child resource's, whose unit is a parent with
-its whole list (checked against the list's ``total``): never a page number, which means
-nothing in a list that promises no order.
+passes an explicit ``resume_key``. A unit is read whole and checked against its ``total``: a
+parent with its list (child resources) or a created-time window (contacts; see
+``hooks.listing.window_units``), never a page number, which means nothing in a list that
+promises no order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from clarky_provider.hooks.bill import plural
 from clarky_provider.jsoncodec import dumps
+from clarky_provider.operators.columns import RecordPolice
 from clarky_provider.operators.plan import Read, ReadPlan
 from clarky_provider.operators.progress import ProgressLog
 from clarky_provider.operators.records import ResourceRecords
@@ -46,9 +48,11 @@ def load_key(context: Mapping[str, Any], explicit: str | None) -> str | None:
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def read_fingerprint(read: Read) -> str:
-    """What makes two tries' reads the same read: the resource, its query and lower bound."""
-    shape = dumps({"resource": read.resource, "params": read.params, "filters": read.filters})
+def read_fingerprint(read: Read, policy: str = "") -> str:
+    """What makes two tries' reads the same read: the resource, its query and lower bound, and
+    the column policy that the kept records passed (``RecordPolice.fingerprint``)."""
+    what: dict[str, Any] = {"resource": read.resource, "params": read.params, "filters": read.filters}
+    shape = dumps({**what, "policy": policy} if policy else what)  # the catalog's policy: as before
     return hashlib.sha256((shape or "").encode()).hexdigest()[:16]
 
 
@@ -76,22 +80,25 @@ class Progress(Protocol):
 
 
 class ResumableRecords(ResourceRecords):
-    """A child resource's records, read before the load (``prepare``): each parent's finished
-    list is kept (``progress``) as it comes, parents an earlier try kept are not read again,
-    and the load replays them all."""
+    """A resumable resource's records (``Resource.resumable``), read before the load
+    (``prepare``) in units (a parent's whole list, a created-time window), each kept
+    (``progress``) as it comes; units an earlier try kept are not read again, and the load
+    replays them all."""
 
     def __init__(
         self,
         hook: ClarkyHook,
         plan: ReadPlan,
-        progress_interval: float = 30.0,
         *,
         progress: Callable[[str], Progress],
         newest: Callable[[], datetime | None] = lambda: None,
+        progress_interval: float = 30.0,
+        police: RecordPolice | None = None,
     ) -> None:
         """``progress(fingerprint)`` makes the store for the read with that fingerprint;
-        ``newest()`` is the target's watermark, read before the load."""
-        super().__init__(hook, plan, progress_interval)
+        ``newest()`` is the target's watermark, read before the load. Records are policed
+        before they are kept: no try keeps what the policy removes or hashes."""
+        super().__init__(hook, plan, progress_interval, police)
         self._make_progress, self._newest = progress, newest
         self.progress: Progress | None = None
 
@@ -103,20 +110,21 @@ class ResumableRecords(ResourceRecords):
     def prepare(self) -> None:
         read = self.plan.read(self._newest())
         self.filters = read.filters
-        self.progress = progress = self._make_progress(read_fingerprint(read))
+        self.progress = progress = self._make_progress(read_fingerprint(read, self.police.fingerprint))
         try:
             done = progress.open()
             self.earlier_records = progress.earlier_records
             if done:
                 log.info(
-                    "Resuming the read of Clarky %s: an earlier try kept the lists of %s (%s); "
-                    "reading only the rest",
+                    "Resuming the read of Clarky %s: an earlier try kept %s (%s); reading only the rest",
                     read.resource,
-                    plural(len(done), "parent"),
+                    plural(
+                        len(done), "parent's list" if self.plan.resource.parent_key else "created-time window"
+                    ),
                     plural(progress.earlier_records, "record"),
                 )
             tracker = ProgressLog(read.resource, self.hook.stats, self.progress_interval)
-            lists = self.hook.paginate_by_parent(
+            lists = self.hook.paginate_units(
                 read.resource,
                 skip=done,
                 on_page=tracker.page,
@@ -124,7 +132,7 @@ class ResumableRecords(ResourceRecords):
                 **read.params,
             )
             for parent_id, records in lists:
-                progress.save(parent_id, records)
+                progress.save(parent_id, list(map(self.police, records)))
             tracker.finish()
         finally:
             progress.close()  # keeps what finished, even when the read failed

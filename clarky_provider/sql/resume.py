@@ -66,7 +66,6 @@ class LoadProgress:
         self._connection: Any = None
         self._cursor: Any = None
         self._seq = 0
-        self._pending: list[tuple[Any, ...]] = []
         self._spool = tempfile.TemporaryFile()  # noqa: SIM115 - lives until discard()
 
     # -- before the load: what earlier tries left, and saving this try's units -------------------
@@ -91,42 +90,34 @@ class LoadProgress:
         return self.earlier_units
 
     def save(self, unit: str, records: Iterable[dict[str, Any]]) -> None:
-        """Commit a finished unit and its records: a killed try then reads again only what was
-        in flight (the budget, not the database, sets the pace: a couple of units a second)."""
+        """Commit a finished unit and its records, all or none: a killed try then reads again
+        only what was in flight (the budget, not the database, sets the pace: a couple of units
+        a second)."""
         now = int(time.time())
+        rows = []
         for record in records:
             text = dumps(record)
-            self._pending.append(self._row(unit, now, text))
+            rows.append(self._row(unit, now, text))
             self._spool.write(f"{text}\n".encode())
-        self._pending.append(self._row(unit, now, None))
-        self.flush()
+        rows.append(self._row(unit, now, None))
+        writer = self.dialect.writer(self._cursor)
 
-    def flush(self) -> None:
-        """Commit what is kept, all or none of it."""
-        if self._pending:
-            rows = self._pending
-            writer = self.dialect.writer(self._cursor)
+        def write() -> None:
+            with writer.executemany(self.progress, PROGRESS, len(rows)) as put:
+                for row in rows:
+                    put(row)
 
-            def write() -> None:
-                with writer.executemany(self.progress, PROGRESS, len(rows)) as put:
-                    for row in rows:
-                        put(row)
-
-            self._transaction(write)
-            self._pending = []
+        self._transaction(write)
 
     def close(self) -> None:
-        """Commit what is kept and let go of the connection (the load opens its own)."""
+        """Let go of the connection (the load opens its own); what was saved stays."""
         if self._connection is None:
             return
+        connection, self._connection = self._connection, None
         try:
-            self.flush()
-        finally:
-            connection, self._connection = self._connection, None
-            try:
-                self.dialect.session.close(connection)
-            except Exception:
-                log.debug("Closing the progress connection failed", exc_info=True)
+            self.dialect.session.close(connection)
+        except Exception:
+            log.debug("Closing the progress connection failed", exc_info=True)
 
     # -- in the load's transaction ----------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The warehouse table of a ``TableSpec``: its columns, and records turned into rows.
 
 Columns are the spec's typed fields, its derived columns (such as ``primary_email``), the
-whole record in ``_raw`` and load metadata. Values are normalised here once, so every dialect
+whole record in ``_raw`` and load metadata. Records arrive already policed (the operators'
+column policy: what it removes or hashes is gone from them), and a field the spec does not
+know stays in ``_raw`` only (the policy reports it). Values are normalised here once, so every dialect
 receives the same Python values.
 """
 
@@ -183,8 +185,6 @@ class TableLayout(Columns):
         ]
         super().__init__(tuple(columns), spec.primary_key)
         self._derived = tuple(d.value for d in spec.derived)
-        #: The spec's fields and the unknown ones already reported (each is logged once).
-        self._seen_fields: set[str] = {f.name for f in spec.fields}
         self._row = self.row_maker()
 
     def row(self, record: dict[str, Any], metadata: Metadata) -> tuple[Any, ...]:
@@ -210,14 +210,12 @@ class TableLayout(Columns):
         jsons = tuple(i for i, f in enumerate(fields) if f.type in JSON_TYPES)
         converters = {**CONVERTERS, FieldType.TIMESTAMP: timestamp}
         typed = tuple((i, converters[f.type]) for i, f in enumerate(fields) if f.type in converters)
-        derived, seen_fields = self._derived, self._seen_fields
+        derived = self._derived
         encode = self.encoder(encode_json)
 
         def row(
             record: dict[str, Any], metadata: Metadata, encoded: Encoded | None = None
         ) -> tuple[Any, ...]:
-            if not seen_fields.issuperset(record):
-                self._report_unknown(record)
             values = list(map(record.get, names))
             for i in strings:
                 value = values[i]
@@ -260,13 +258,3 @@ class TableLayout(Columns):
             return raw, int.from_bytes(digest, "big", signed=True)
 
         return encode
-
-    def _report_unknown(self, record: dict[str, Any]) -> None:
-        for name in sorted(record.keys() - self._seen_fields):
-            self._seen_fields.add(name)
-            log.warning(
-                "%s has a field %r that the catalog does not know yet; it is kept in the %s column.",
-                self.spec.source,
-                name,
-                RAW,
-            )

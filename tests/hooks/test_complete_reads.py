@@ -106,8 +106,8 @@ def test_lists_by_parent_are_whole_and_skip_the_parents_named(monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
         forms = sorted(f["id"] for f in emu.dataset["forms"])
         every, some = ClarkyHook(), ClarkyHook()
-        all_lists = dict(every.paginate_by_parent("form_submissions"))
-        lists = dict(some.paginate_by_parent("form_submissions", skip={forms[0], forms[1]}))
+        all_lists = dict(every.paginate_units("form_submissions"))
+        lists = dict(some.paginate_units("form_submissions", skip={forms[0], forms[1]}))
         truth = emu.dataset["form_submissions"]
     assert sorted(all_lists) == forms and sorted(lists) == forms[2:]
     for form_id, records in all_lists.items():
@@ -117,9 +117,9 @@ def test_lists_by_parent_are_whole_and_skip_the_parents_named(monkeypatch):
     assert some.stats.records == 2 * 350
 
 
-def test_lists_by_parent_are_for_child_resources_only():
+def test_units_are_for_resumable_resources_only():
     with pytest.raises(ClarkyConfigError, match="contact_activities"):
-        next(ClarkyHook().paginate_by_parent("contacts"))
+        next(ClarkyHook().paginate_units("companies"))
 
 
 def test_every_read_of_a_hook_runs_on_one_pool_of_workers_stopped_by_close(monkeypatch):
@@ -184,3 +184,48 @@ def test_emulator_logs_activities_and_messages_in_their_documented_order(monkeyp
     assert contact["last_contacted_at"] == newest_activity["created_at"]  # its latest activity
     assert contact["updated_at"] == before[contact_id]["updated_at"]  # the docs do not say it moves
     assert messages[::-1] == oldest_first and len(messages) == 4
+
+
+def test_a_window_minus_others_is_what_none_of_them_holds():
+    assert Window(0, 99).minus([Window(10, 19), Window(50, 59)]) == [
+        Window(0, 9),
+        Window(20, 49),
+        Window(60, 99),
+    ]
+    assert Window(None, None).minus([Window(None, 9), Window(20, None)]) == [Window(10, 19)]
+    assert Window(0, 9).minus([Window(0, 9)]) == []
+    assert Window(5, 9).minus([Window(20, 30)]) == [Window(5, 9)]
+    assert all(Window.parse(w.name) == w for w in (Window(None, 5), Window(3, None), Window(-7, 8)))
+
+
+@pytest.mark.parametrize("order", ["stable", "per_request"])
+def test_windowed_units_hold_every_contact_once_and_skip_the_windows_named(monkeypatch, order):
+    """A long contacts read comes as created-time windows, each whole; a resumed read reads
+    only the gaps between the windows it is told are done, and together they are the list."""
+    with ClarkyEmulator(6000, rate_limit=None, order=order) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(page_size=50))
+        truth = ids_of(emu.dataset["contacts"])
+        units = list(ClarkyHook().paginate_units("contacts"))
+        assert len(units) >= 0.8 * listing.UNIT_MIN_WINDOWS  # 120 pages: more than UNIT_MIN_PAGES
+        assert ids_of(r for _, records in units for r in records) == truth
+        windows = [Window.parse(name) for name, _ in units]
+        for window, (_, records) in zip(windows, units, strict=True):
+            assert all(window.holds(listing._millis(r["created_at"])) for r in records)
+
+        done = {name for name, _ in units[: len(units) // 2]}
+        before = emu.stats.requests
+        rest = list(ClarkyHook().paginate_units("contacts", skip=done))
+        resumed = emu.stats.requests - before
+    kept = [r for name, records in units if name in done for r in records]
+    assert ids_of(kept + [r for _, records in rest for r in records]) == truth
+    assert not done & {name for name, _ in rest}
+    print(f"\n{order}: {len(units)} windows; the second half alone cost {resumed} requests")
+
+
+def test_a_short_contacts_read_is_one_unit(monkeypatch):
+    with ClarkyEmulator(300, rate_limit=None) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+        hook = ClarkyHook()
+        (unit,) = list(hook.paginate_units("contacts"))
+    assert unit[0] == Window(None, None).name and ids_of(unit[1]) == ids_of(emu.dataset["contacts"])
+    assert hook.stats.requests == 3 and hook.stats.records == 300  # as a plain read: no extra request

@@ -1,6 +1,7 @@
-"""A child load killed (SIGKILL) halfway resumes in its next try: it reads only the parents the
-killed try had not finished, the target is untouched until the resumed try commits, the table
-equals the source, and no progress is left behind. On every engine."""
+"""A long load killed (SIGKILL) halfway resumes in its next try: it reads only the units (a
+parent's list; a created-time window of contacts) the killed try had not finished, the target
+is untouched until the resumed try commits, the table equals the source, and no progress is
+left behind. On every engine; contacts under a list order that changes with every request."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from clarky_provider.testing import ClarkyEmulator
 from tests.killing import kill_after_requests, resumed_try
 from tests.warehouse import ENGINES, assert_table_matches, open_warehouse
 
-CONTACTS = 300
 #: The killed try runs in a child process that loads as the same task instance would.
 CHILD = """
 import sys
 from tests.operators.test_resumable_loads import load_in_child
-load_in_child(sys.argv[1], sys.argv[2])
+load_in_child(sys.argv[1], sys.argv[2], sys.argv[3])
 """
+#: resource -> the emulator's contacts and list order, and the connection's page size: 303
+#: requests of activities; 120 pages of contacts in a fresh order per request, read in windows.
+CASES = {
+    "contact_activities": (300, "stable", 100),
+    "contacts": (6000, "per_request", 50),
+}
 
 
 @pytest.fixture(params=ENGINES)
@@ -38,26 +44,28 @@ def task_instance(run_id: str, task_id: str = "load_activities") -> dict[str, An
     return {"ti": ti, "dag_run": SimpleNamespace(dag_id="clarky_sync", run_id=run_id)}
 
 
-def operator(table: str, sql_conn_id: str = "warehouse") -> ClarkyToSqlOperator:
+def operator(
+    table: str, sql_conn_id: str = "warehouse", resource: str = "contact_activities"
+) -> ClarkyToSqlOperator:
     return ClarkyToSqlOperator(
         task_id="load_activities",
-        resource="contact_activities",
+        resource=resource,
         sql_conn_id=sql_conn_id,
         table=table,
         clarky_hook_params={"max_concurrency": 2},
     )
 
 
-def load_in_child(engine: str, fakesnow_path: str) -> None:
+def load_in_child(engine: str, fakesnow_path: str, resource: str = "contact_activities") -> None:
     """The killed try: the same task instance's load, in its own process."""
     context = task_instance("run-1")
     if engine == "snowflake":
         from clarky_provider.testing.fakesnow import strict_fakesnow
 
         with strict_fakesnow(Path(fakesnow_path)):
-            operator("contact_activities").execute(context)  # type: ignore[arg-type]
+            operator(resource, resource=resource).execute(context)  # type: ignore[arg-type]
     else:
-        operator("contact_activities").execute(context)  # type: ignore[arg-type]
+        operator(resource, resource=resource).execute(context)  # type: ignore[arg-type]
 
 
 def progress_rows(warehouse) -> int:
@@ -66,37 +74,36 @@ def progress_rows(warehouse) -> int:
     return warehouse.query(f"SELECT COUNT(*) FROM {warehouse.quote(PROGRESS_TABLE)}")[0][0]
 
 
-def test_killed_child_load_resumes_where_it_stopped(warehouse, tmp_path, monkeypatch):
+@pytest.mark.parametrize("resource", list(CASES))
+def test_killed_load_resumes_where_it_stopped(warehouse, tmp_path, monkeypatch, resource):
     # the uninterrupted load, for its request count, goes to a scratch SQLite file: this process
     # must not hold the warehouse (fakesnow's and DuckDB's files allow one process)
     monkeypatch.setenv(
         "AIRFLOW_CONN_SCRATCH", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "scratch.db")})
     )
-    with ClarkyEmulator(CONTACTS, rate_limit=None, latency=0.01) as emu:
-        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
+    contacts, order, page_size = CASES[resource]
+    with ClarkyEmulator(contacts, rate_limit=None, latency=0.01, order=order) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(page_size=page_size))
         before = emu.stats.requests
-        whole = operator("contact_activities", "scratch").execute(task_instance("run-0"))  # type: ignore[arg-type]
+        whole = operator(resource, "scratch", resource).execute(task_instance("run-0"))  # type: ignore[arg-type]
         uninterrupted = emu.stats.requests - before
         assert whole["records_from_earlier_tries"] == 0
 
-        kill_after_requests(emu, CHILD, [warehouse.kind, warehouse.dsn], uninterrupted // 2)
-        assert not warehouse.exists("contact_activities"), "the target is untouched until the load lands"
+        kill_after_requests(emu, CHILD, [warehouse.kind, warehouse.dsn, resource], uninterrupted // 2)
+        assert not warehouse.exists(resource), "the target is untouched until the load lands"
         assert progress_rows(warehouse) > 0, "the killed try kept what it had finished"
 
         resumed_try(
             emu,
-            warehouse.kind,
+            f"{resource} on {warehouse.kind}",
             uninterrupted,
-            lambda: operator("contact_activities").execute(task_instance("run-1")),  # type: ignore[arg-type]
+            lambda: operator(resource, resource=resource).execute(task_instance("run-1")),  # type: ignore[arg-type]
         )
-        assert_table_matches(
-            warehouse, "contact_activities", "contact_activities", emu.dataset["contact_activities"]
-        )
+        assert_table_matches(warehouse, resource, resource, emu.dataset[resource])
         assert progress_rows(warehouse) == 0, "the landed load removed its progress"
         # the same task instance's next run starts afresh: the table is complete, nothing resumed
-        assert (
-            operator("contact_activities").execute(task_instance("run-2"))["records_from_earlier_tries"] == 0
-        )  # type: ignore[arg-type]
+        again = operator(resource, resource=resource).execute(task_instance("run-2"))  # type: ignore[arg-type]
+        assert again["records_from_earlier_tries"] == 0
 
 
 def kept_by_a_killed_try(warehouse, key: str, units: int, max_age_seconds: float = 3600) -> None:
