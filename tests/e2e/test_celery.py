@@ -27,7 +27,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ import pytest
 from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import ClarkyEmulator
 from clarky_provider.testing.store import DatasetSize
+from tests.e2e.budget import BudgetUse
 from tests.e2e.deployment import CLARKY_POOL, AirflowDeployment, CeleryWorkers, RedisServer, max_overlap
 from tests.e2e.test_real_scheduler import (
     DAGS,
@@ -47,7 +47,6 @@ from tests.e2e.test_real_scheduler import (
     _postgres_warehouse,
     _seconds,
 )
-from tests.hooks.test_rate_limit import mean_window_fill
 from tests.warehouse import Warehouse, assert_table_matches
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -191,57 +190,6 @@ def celery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Celery]:
         stopping = time.monotonic()
         stack.close()
         print(f"\n[celery] deployment stopped in {time.monotonic() - stopping:.1f}s")
-
-
-@dataclass(frozen=True)
-class BudgetUse:
-    """How a run used the key's budget, from the emulator's admission times.
-
-    A load's *request phase* runs from its first admitted request to its last (plus one request
-    slot). The rest of a run is Airflow's: a task starting (the worker forks, parses the DAG, the
-    operator reads the table's watermark), writing to the warehouse, reporting, and the scheduler
-    handing the pool slot to the next task. Those seconds do not shrink with the emulator's 20x
-    clock, so each one weighs 20 times what it would against Clarky's real minute.
-    """
-
-    requesting: float  #: admitted requests over what the budget allows during request phases
-    whole_run: float  #: the server's rolling-window fill over the whole busy period
-    real_clock: float  #: the same run with request phases at the real clock, Airflow's time as is
-    airflow_seconds: float  #: busy time outside every request phase
-
-    @classmethod
-    def measure(cls, emulator: ClarkyEmulator, loads: list[tuple[datetime, datetime]]) -> BudgetUse:
-        admitted = sorted(t for t, ok in emulator.stats.admissions if ok)
-        limit, window = emulator.rate_limit or 1, 60 * emulator.time_scale
-        whole = mean_window_fill(admitted, window) / limit if admitted[-1] - admitted[0] > window else 0.0
-        to_monotonic = time.monotonic() - time.time()
-        phases = []
-        for start, end in loads:
-            first, last = start.timestamp() + to_monotonic, end.timestamp() + to_monotonic
-            inside = [t for t in admitted if first <= t <= last]
-            if inside:
-                phases.append((inside[0], inside[-1] + window / limit, len(inside)))
-        requesting_seconds = sum(end - start for start, end in _merged(phases))
-        busy = max(e for _, e in loads).timestamp() - min(s for s, _ in loads).timestamp()
-        airflow_seconds = max(0.0, busy - requesting_seconds)
-        requests = sum(n for *_, n in phases)
-        real_seconds = requesting_seconds / emulator.time_scale + airflow_seconds
-        return cls(
-            requesting=requests / (limit * requesting_seconds / window),
-            whole_run=whole,
-            real_clock=requests / (limit * real_seconds / 60),
-            airflow_seconds=airflow_seconds,
-        )
-
-
-def _merged(spans: list[tuple[float, float, int]]) -> list[tuple[float, float]]:
-    merged: list[tuple[float, float]] = []
-    for start, end, _ in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 @pytest.mark.parametrize("mechanism", list(_mechanisms()))
