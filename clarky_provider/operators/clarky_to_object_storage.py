@@ -129,7 +129,7 @@ class ClarkyToObjectStorageOperator(ColumnPolicyArguments, BaseOperator):
         key = load_key(context, self.resume_key)
         records = self._record_source(hook, read, destination, layout, key, police)
         try:
-            records.prepare()  # a resumable export reads here, keeping each parent's list as it ends
+            records.prepare()  # a resumable export reads here, keeping each unit as it ends
             staging.mkdir(parents=True, exist_ok=True)
             parts, rows = self._write_parts(staging, layout, records(None))  # a whole read: no watermark
             self._publish(staging, destination, parts)

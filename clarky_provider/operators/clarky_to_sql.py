@@ -243,7 +243,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         )
         records = self._record_source(context, clarky, plan, dialect, police)
         try:
-            records.prepare()  # a resumable load reads here, keeping each parent's list as it ends
+            records.prepare()  # a resumable load reads here, keeping each unit as it ends
             connection = dialect.session.connect()
             try:
                 loaded = load(plan.load, dialect, connection, records, metadata, finish=records.finish)
