@@ -62,3 +62,22 @@ def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
         else:
             merged.append((start, end))
     return merged
+
+
+def sync_figures(
+    emulator: ClarkyEmulator, loads: list[tuple[datetime, datetime]]
+) -> tuple[BudgetUse, dict[str, float]]:
+    """How a full sync used the key: its requests, 429s and ``BudgetUse``, as the e2e tests
+    print and record them, and the seconds the budget needs for those requests at least."""
+    ok, limited = emulator.stats.requests, emulator.stats.rate_limited
+    use = BudgetUse.measure(emulator, loads)
+    return use, {
+        "requests": ok,
+        "rate_limited_429": limited,
+        "share_429": round(limited / max(ok, 1), 4),
+        "budget_use_requesting": round(use.requesting, 3),
+        "budget_use_whole_run": round(use.whole_run, 3),
+        "budget_use_real_clock": round(use.real_clock, 3),
+        "airflow_seconds": round(use.airflow_seconds, 1),
+        "budget_floor_seconds": round(ok / (emulator.rate_limit or 1) * 60 * emulator.time_scale, 1),
+    }

@@ -32,8 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import psycopg
@@ -100,7 +99,32 @@ class CeleryWorkers:
         return f"worker-{worker}"
 
 
-class RedisServer:
+ServiceT = TypeVar("ServiceT", bound="Service")
+
+
+class Service:
+    """A server a test starts and stops: ``with`` starts it, and stops what a failed start left
+    as surely as what a finished test used."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: ServiceT) -> ServiceT:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(Service):
     """Debian's ``redis-server`` on a free loopback port, no persistence, stopped by PID.
 
     :param root: an empty directory of the test's own (the server's working dir and log).
@@ -116,17 +140,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -189,7 +202,7 @@ def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-class AirflowDeployment:
+class AirflowDeployment(Service):
     """
     Scheduler, dag-processor and api-server over a fresh PostgreSQL metadata database.
 
@@ -246,19 +259,6 @@ class AirflowDeployment:
         self.timings: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def __enter__(self) -> AirflowDeployment:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         t0 = time.monotonic()

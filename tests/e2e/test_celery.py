@@ -35,17 +35,16 @@ import pytest
 from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import ClarkyEmulator
 from clarky_provider.testing.store import DatasetSize
-from tests.e2e.budget import BudgetUse
+from tests.e2e.budget import sync_figures
 from tests.e2e.deployment import CLARKY_POOL, AirflowDeployment, CeleryWorkers, RedisServer, max_overlap
 from tests.e2e.test_real_scheduler import (
     DAGS,
     FULL_SYNC,
-    GAVE_UP,
     _attempts_report,
-    _load_intervals,
     _postgres_server,
     _postgres_warehouse,
     _seconds,
+    run_full_sync,
 )
 from tests.warehouse import Warehouse, assert_table_matches
 
@@ -201,34 +200,14 @@ def test_full_sync_on_two_workers_stays_under_the_budget_and_uses_it(
     deployment.set_pool(POOL, slots, "Clarky key budget")
     run_id = f"full_sync_{mechanism}"
     conf = {"sql_conn_id": f"wh_{mechanism}", "clarky_conn_id": f"clarky_{mechanism}"}
-    started = time.monotonic()
-    deployment.trigger(FULL_SYNC, run_id, conf)
-    deployment.unpause(FULL_SYNC)
-    try:
-        state = deployment.wait_for_runs(FULL_SYNC, [run_id], timeout=240, stop_on_task_states=GAVE_UP)[
-            run_id
-        ]
-        attempts = _attempts_report(deployment, FULL_SYNC, [run_id])
-        loads = _load_intervals(deployment, FULL_SYNC, [run_id], "load")
-    finally:
-        deployment.fail_unfinished_runs(FULL_SYNC, [run_id])
-        deployment.pause(FULL_SYNC)
-    wall = time.monotonic() - started
-
-    ok, limited = emulator.stats.requests, emulator.stats.rate_limited
+    run = run_full_sync(deployment, run_id, conf, 240)
+    state, attempts, loads = run.state, run.attempts, run.loads
     limiter_files = {w: sorted(p.name for p in _limiter_dir(deployment, w).glob("*.state")) for w in WORKERS}
-    use = BudgetUse.measure(emulator, loads)
+    use, budget = sync_figures(emulator, loads)
     figures = {
         "pool_slots": slots,
-        "requests": ok,
-        "rate_limited_429": limited,
-        "share_429": round(limited / max(ok, 1), 4),
-        "budget_use_requesting": round(use.requesting, 3),
-        "budget_use_whole_run": round(use.whole_run, 3),
-        "budget_use_real_clock": round(use.real_clock, 3),
-        "airflow_seconds": round(use.airflow_seconds, 1),
-        "run_wall_seconds": round(wall, 1),
-        "budget_floor_seconds": round(ok / (emulator.rate_limit or 1) * 60 * TIME_SCALE, 1),
+        **budget,
+        "run_wall_seconds": round(run.wall_seconds, 1),
         "parallel_loads": max_overlap(loads),
         "workers_with_loads": sum(1 for files in limiter_files.values() if files),
     }
@@ -249,7 +228,8 @@ def test_full_sync_on_two_workers_stays_under_the_budget_and_uses_it(
     assert figures["workers_with_loads"] == 2, f"the loads did not spread over both workers: {limiter_files}"
     assert max_overlap(loads) <= slots, f"the pool let {max_overlap(loads)} loads run at once"
     if slots == RECOMMENDED_SLOTS:
-        assert limited / ok < MAX_429_SHARE, f"429s at {limited / ok:.1%} of requests: {figures}"
+        share = emulator.stats.rate_limited / emulator.stats.requests
+        assert share < MAX_429_SHARE, f"429s at {share:.1%} of requests: {figures}"
         # While a load holds the pool's slot its fan-out alone fills the budget; across the run,
         # Airflow's own seconds between and around the loads are what is left unused.
         assert use.requesting >= MIN_BUDGET_USE, f"a load under-used the key's budget: {figures}"

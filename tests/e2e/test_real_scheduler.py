@@ -25,7 +25,7 @@ import pytest
 from clarky_provider.resources import RESOURCES
 from clarky_provider.testing import ClarkyEmulator
 from tests import warehouse as wh
-from tests.e2e.budget import BudgetUse
+from tests.e2e.budget import sync_figures
 from tests.e2e.deployment import AirflowDeployment, TaskInstanceState, TryRecord, log_messages, max_overlap
 from tests.warehouse import SqliteWarehouse, Warehouse, assert_table_matches
 
@@ -192,6 +192,37 @@ def _load_intervals(
     return intervals
 
 
+@dataclass(frozen=True)
+class SyncRun:
+    """A full-sync run to its end: its state, the tries that failed or retried, when each load
+    ran, and its wall time."""
+
+    state: str | None
+    attempts: list[str]
+    loads: list[tuple[datetime, datetime]]
+    wall_seconds: float
+
+
+def run_full_sync(
+    deployment: AirflowDeployment, run_id: str, conf: dict[str, str], timeout: float
+) -> SyncRun:
+    """Trigger the full-sync DAG and wait for the run; a run still going at ``timeout`` is
+    failed, and the DAG paused again, whatever happens."""
+    started = time.monotonic()
+    deployment.trigger(FULL_SYNC, run_id, conf)
+    deployment.unpause(FULL_SYNC)
+    try:
+        state = deployment.wait_for_runs(FULL_SYNC, [run_id], timeout=timeout, stop_on_task_states=GAVE_UP)[
+            run_id
+        ]
+        attempts = _attempts_report(deployment, FULL_SYNC, [run_id])
+        loads = _load_intervals(deployment, FULL_SYNC, [run_id], "load")
+    finally:
+        deployment.fail_unfinished_runs(FULL_SYNC, [run_id])
+        deployment.pause(FULL_SYNC)
+    return SyncRun(state, attempts, loads, time.monotonic() - started)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_concurrent_backfill_windows_load_every_contact_at_the_first_try(
     e2e: E2E, kind: str, record_property: pytest.RecordProperty
@@ -234,37 +265,15 @@ def test_full_sync_on_one_key_lands_every_table_and_never_writes_the_key(
 ) -> None:
     deployment, emulator = e2e.deployment, e2e.sync_emulator
     run_id = "full_sync"
-    started = time.monotonic()
-    deployment.trigger(FULL_SYNC, run_id, {"sql_conn_id": SYNC_WAREHOUSE, "clarky_conn_id": SYNC_CONN})
-    deployment.unpause(FULL_SYNC)
-    try:
-        state = deployment.wait_for_runs(FULL_SYNC, [run_id], timeout=180, stop_on_task_states=GAVE_UP)[
-            run_id
-        ]
-        attempts = _attempts_report(deployment, FULL_SYNC, [run_id])
-        loads = _load_intervals(deployment, FULL_SYNC, [run_id], "load")
-    finally:
-        deployment.fail_unfinished_runs(FULL_SYNC, [run_id])
-    wall = time.monotonic() - started
-
-    ok, limited = emulator.stats.requests, emulator.stats.rate_limited
-    window = 60 * SYNC_TIME_SCALE
-    floor = ok / (emulator.rate_limit or 1) * window  # seconds the budget needs for these requests
+    run = run_full_sync(deployment, run_id, {"sql_conn_id": SYNC_WAREHOUSE, "clarky_conn_id": SYNC_CONN}, 180)
+    state, attempts, loads = run.state, run.attempts, run.loads
     load_phase = (max(e for _, e in loads) - min(s for s, _ in loads)).total_seconds() if loads else 0.0
-    use = BudgetUse.measure(emulator, loads)
-    figures = {
-        "requests": ok,
-        "rate_limited_429": limited,
-        "share_429": round(limited / max(ok, 1), 3),
-        "budget_use_requesting": round(use.requesting, 3),
-        "budget_use_whole_run": round(use.whole_run, 3),
-        "budget_use_real_clock": round(use.real_clock, 3),
-        "airflow_seconds": round(use.airflow_seconds, 1),
-        "run_wall_seconds": round(wall, 1),
-        "load_phase_seconds": round(load_phase, 1),
-        "budget_floor_seconds": round(floor, 1),
-        "parallel_loads": max_overlap(loads),
-    }
+    use, figures = sync_figures(emulator, loads)
+    figures.update(
+        run_wall_seconds=round(run.wall_seconds, 1),
+        load_phase_seconds=round(load_phase, 1),
+        parallel_loads=max_overlap(loads),
+    )
     print(f"\n[e2e] full sync ({SYNC_CONTACTS} contacts, time scale {SYNC_TIME_SCALE}): {figures}")
     for name, value in figures.items():
         record_property(name, value)
@@ -277,7 +286,9 @@ def test_full_sync_on_one_key_lands_every_table_and_never_writes_the_key(
     for resource in RESOURCES:
         assert_table_matches(warehouse, resource, resource, truth[resource])
     assert max_overlap(loads) >= 3, "the loads did not run in parallel: the test proves nothing about sharing"
-    assert limited / ok <= MAX_429_SHARE, f"429s above {MAX_429_SHARE:.0%} of requests: {figures}"
+    assert emulator.stats.rate_limited / emulator.stats.requests <= MAX_429_SHARE, (
+        f"429s above {MAX_429_SHARE:.0%} of requests: {figures}"
+    )
     # loads run side by side on one host: the server's window stays full over the whole run
     # (measured 98.8%), on the emulator's clock, Airflow's own seconds included
     assert use.whole_run >= MIN_BUDGET_USE, f"the key's budget was under-used: {figures}"
