@@ -59,13 +59,17 @@ RECOMMENDED_SLOTS = 1
 #: "no pool" (more slots than the DAG has loads, so only the limiter's reading of the server's
 #: headers and 429s coordinates the two hosts).
 OTHER_SLOTS = {"pool_2": 2, "no_pool": 64}
-#: The emulator of every test here: the documented 120 reads per rolling minute on a clock 20x
-#: fast (a minute lasts 3 s), latency with jitter as large as the latency.
+#: The emulators: the documented 120 reads per rolling minute, latency with jitter as large as
+#: the latency. The kill test runs on a clock 20x fast (a minute lasts 3 s).
 TIME_SCALE = 0.05
 LATENCY = 0.2
-#: Two long fan-outs (activities of 800 contacts, messages of 400 conversations) that may run at
-#: once on the two workers, besides eight short loads: about 1,330 requests, 33 s of budget.
-SYNC_SIZE = DatasetSize(contacts=800, conversations=400)
+#: The full sync runs on a clock only 2.5x fast, so that its requests outweigh Airflow's own
+#: seconds (starting each task, handing the pool's slot on: about 2 s a load, which no emulator
+#: clock shrinks) about as they would at the real clock: two long fan-outs (activities of 600
+#: contacts, messages of 300 conversations) besides eight short loads, about 1,000 requests,
+#: 250 s of budget.
+SYNC_TIME_SCALE = 0.4
+SYNC_SIZE = DatasetSize(contacts=600, conversations=300)
 MAX_429_SHARE = 0.01
 MIN_BUDGET_USE = 0.90
 #: The long load the kill test interrupts: one activities request per contact (about 25 s).
@@ -148,14 +152,14 @@ def celery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Celery]:
     kill_dag.write_text(KILL_DAG_SOURCE)
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer(root / "redis", redis_binary))
-        emulator = functools.partial(
-            ClarkyEmulator, time_scale=TIME_SCALE, latency=LATENCY, latency_jitter=LATENCY
-        )
+        emulator = functools.partial(ClarkyEmulator, latency=LATENCY, latency_jitter=LATENCY)
         sync_emulators = {
-            name: stack.enter_context(emulator(size=SYNC_SIZE, seed=42 + i, record_admissions=True))
+            name: stack.enter_context(
+                emulator(size=SYNC_SIZE, seed=42 + i, time_scale=SYNC_TIME_SCALE, record_admissions=True)
+            )
             for i, name in enumerate(_mechanisms())
         }
-        kill_emulator = stack.enter_context(emulator(KILL_CONTACTS, seed=99))
+        kill_emulator = stack.enter_context(emulator(KILL_CONTACTS, seed=99, time_scale=TIME_SCALE))
         warehouses = {f"wh_{name}": _postgres_warehouse(stack) for name in sync_emulators}
         warehouses["wh_kill"] = _postgres_warehouse(stack)
         env = {f"AIRFLOW_CONN_{conn_id.upper()}": w.conn_json for conn_id, w in warehouses.items()}
@@ -200,7 +204,7 @@ def test_full_sync_on_two_workers_stays_under_the_budget_and_uses_it(
     deployment.set_pool(POOL, slots, "Clarky key budget")
     run_id = f"full_sync_{mechanism}"
     conf = {"sql_conn_id": f"wh_{mechanism}", "clarky_conn_id": f"clarky_{mechanism}"}
-    run = run_full_sync(deployment, run_id, conf, 240)
+    run = run_full_sync(deployment, run_id, conf, 600)
     state, attempts, loads = run.state, run.attempts, run.loads
     limiter_files = {w: sorted(p.name for p in _limiter_dir(deployment, w).glob("*.state")) for w in WORKERS}
     use, budget = sync_figures(emulator, loads)
@@ -212,7 +216,7 @@ def test_full_sync_on_two_workers_stays_under_the_budget_and_uses_it(
         "workers_with_loads": sum(1 for files in limiter_files.values() if files),
     }
     print(
-        f"\n[celery] full sync, {mechanism} ({SYNC_SIZE.contacts} contacts, {SYNC_SIZE.conversations} conversations, time scale {TIME_SCALE}): {figures}"
+        f"\n[celery] full sync, {mechanism} ({SYNC_SIZE.contacts} contacts, {SYNC_SIZE.conversations} conversations, time scale {SYNC_TIME_SCALE}): {figures}"
     )
     for name, value in figures.items():
         record_property(name, value)
@@ -230,10 +234,9 @@ def test_full_sync_on_two_workers_stays_under_the_budget_and_uses_it(
     if slots == RECOMMENDED_SLOTS:
         share = emulator.stats.rate_limited / emulator.stats.requests
         assert share < MAX_429_SHARE, f"429s at {share:.1%} of requests: {figures}"
-        # While a load holds the pool's slot its fan-out alone fills the budget; across the run,
-        # Airflow's own seconds between and around the loads are what is left unused.
-        assert use.requesting >= MIN_BUDGET_USE, f"a load under-used the key's budget: {figures}"
-        assert use.real_clock >= MIN_BUDGET_USE, f"the key's budget was under-used: {figures}"
+        # The server's rolling-window fill from the sync's first request to its last: what the
+        # key did for the whole run, Airflow's seconds between the loads included.
+        assert use.whole_run >= MIN_BUDGET_USE, f"the key's budget was under-used: {figures}"
 
 
 def _limiter_dir(deployment: AirflowDeployment, worker: str) -> Path:
