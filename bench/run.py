@@ -6,6 +6,7 @@
     python bench/run.py order --sizes 3000,20000      # requests of complete reads, stable vs changing order
     python bench/run.py warehouses --contacts 20000   # operator vs naive loop into every warehouse engine
     python bench/run.py resume                        # a child load killed at 25/50/75%, then resumed
+    python bench/run.py workspace                     # the daily sync's requests vs the minimum, with/without the message signal
 
 The emulator runs in its own process (pinned to one core for the throughput figure); every
 measured load runs in a fresh child process, on a fresh database, so its peak RSS is its own.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from daily import bench_daily
 from harness import HEADER, emulator_process, median_run, row, run_child
 from resume import bench_resume
 from targets import ENGINES, FAKESNOW_DIR, SERVERS
@@ -462,6 +464,11 @@ def main() -> None:
     resume.add_argument("--latency", type=float, default=0.05, help="plus up to as much jitter")
     resume.add_argument("--concurrency", type=int, default=4)
     resume.add_argument("--resource", default="contact_activities", help="a child resource")
+    workspace = sub.add_parser("workspace")
+    workspace.add_argument("--contacts", type=int, default=3000)
+    workspace.add_argument("--conversations", type=int, default=600)
+    workspace.add_argument("--messages", type=int, default=3, help="messages per conversation")
+    workspace.add_argument("--recheck", type=float, default=1 / 7, help="the rotation's recheck_fraction")
     measured = sub.add_parser("_child")
     measured.add_argument("kind", choices=["operator", "resync", "naive", "dlt"])
     measured.add_argument("--engine", choices=sorted(PRELOAD), required=True)
@@ -478,6 +485,7 @@ def main() -> None:
         "order": bench_order,
         "warehouses": bench_warehouses,
         "resume": bench_resume,
+        "workspace": bench_daily,
     }
     {**commands, "_child": child}[args.command](args)
 

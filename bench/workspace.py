@@ -105,9 +105,15 @@ def full_minimum(dataset: dict[str, list[dict[str, Any]]], resource: str) -> int
 
 
 def daily_minimum(
-    dataset: dict[str, list[dict[str, Any]]], resource: str, changed_contacts: int, touched: int
+    dataset: dict[str, list[dict[str, Any]]],
+    resource: str,
+    changed_contacts: int,
+    touched: int,
+    messaged: int = 0,
 ) -> int:
-    """The daily read: pages of changed contacts; for activities the contact list + touched contacts.
+    """The daily read: pages of changed contacts; for activities the contact list + touched
+    contacts; for messages the conversation list + conversations with a new message (their
+    ``last_message_at``, an assumed name, says which).
 
     Every other resource has no change signal in the API, so its minimum is a full read.
     """
@@ -115,6 +121,8 @@ def daily_minimum(
         return pages(changed_contacts)
     if resource == "contact_activities":
         return pages(len(dataset["contacts"])) + touched
+    if resource == "conversation_messages":
+        return pages(len(dataset["conversations"])) + messaged
     return full_minimum(dataset, resource)
 
 

@@ -10,6 +10,12 @@ package runs on every Airflow 3 minor (docs/airflow-versions.md). Where they liv
   ``AirflowFailException`` from the wrong module would be retried like any other error.
 * ``Asset``, ``BaseOperator``, ``ObjectStoragePath``: ``airflow.sdk`` on every 3.x.
 * ``AirflowProviderDeprecationWarning``: ``airflow.exceptions`` on every 3.x.
+* For the trigger, loaded on first use (only the triggerer and DAG files with an
+  ``AssetWatcher`` need Airflow's trigger classes): ``BaseEventTrigger`` (what an
+  ``AssetWatcher`` takes) and ``TriggerEvent``, ``airflow.triggers.base`` on every 3.x. Recent
+  common-compat releases re-export the first from ``airflow.providers.common.compat.triggers``
+  (1.23 does; the 1.7 that Airflow 3.0 shipped with has no such module), tried first in case
+  it moves.
 * For DAG tests (ours and users'), loaded on first use: ``DagBag`` (``airflow.models.dagbag``
   on 3.0 and 3.1, ``airflow.dag_processing.dagbag`` from 3.2) and ``DagSerialization``
   (``SerializedDAG`` of ``airflow.serialization.serialized_objects`` on 3.0 and 3.1).
@@ -30,11 +36,13 @@ __all__ = [
     "AirflowFailException",
     "AirflowProviderDeprecationWarning",
     "Asset",
+    "BaseEventTrigger",
     "BaseHook",
     "BaseOperator",
     "DagBag",
     "DagSerialization",
     "ObjectStoragePath",
+    "TriggerEvent",
 ]
 
 _COMMON_COMPAT_SDK = "airflow.providers.common.compat.sdk"
@@ -60,12 +68,16 @@ _DAG_TEST_LOCATIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: For the trigger: loaded on first use too (task processes never need them).
+_TRIGGER_LOCATIONS: dict[str, tuple[str, ...]] = {
+    "BaseEventTrigger": ("airflow.providers.common.compat.triggers", "airflow.triggers.base"),
+    "TriggerEvent": ("airflow.triggers.base",),
+}
+_LAZY_LOCATIONS = {**_DAG_TEST_LOCATIONS, **_TRIGGER_LOCATIONS}
+
 
 def _resolve(name: str) -> Any:
-    if name in _DAG_TEST_LOCATIONS:
-        places = _DAG_TEST_LOCATIONS[name]
-    else:
-        places = (_COMMON_COMPAT_SDK, *_LOCATIONS[name])
+    places = _LAZY_LOCATIONS.get(name) or (_COMMON_COMPAT_SDK, *_LOCATIONS[name])
     last_error: Exception | None = None
     for place in places:
         module_name, _, attribute = place.partition(":")
@@ -85,6 +97,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset, BaseHook, BaseOperator, ObjectStoragePath
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
     from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 else:
     AirflowException = _resolve("AirflowException")
     AirflowFailException = _resolve("AirflowFailException")
@@ -95,6 +108,6 @@ else:
     ObjectStoragePath = _resolve("ObjectStoragePath")
 
     def __getattr__(name: str) -> Any:
-        if name in _DAG_TEST_LOCATIONS:
+        if name in _LAZY_LOCATIONS:
             return _resolve(name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

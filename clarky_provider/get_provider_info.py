@@ -33,6 +33,9 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["clarky_provider.triggers.change"]}
+        ],
         "connection-types": [
             {
                 "connection-type": "clarky",

@@ -3,7 +3,8 @@
 Every fact the hook, operators, emulator and docs need about an endpoint lives here: its path,
 parent, primary key, filters, incremental cursor, backfill partition filters, pagination and
 typed fields. Source: ``shared/clarky-api/SPEC.md`` and ``endpoints.json``. Endpoints the docs
-only imply are marked ``documented=False``. Field types are the neutral ones of
+only imply are marked ``documented=False``; fields the docs describe without showing their
+names are listed in ``Resource.assumed_fields``. Field types are the neutral ones of
 ``clarky_provider.tables`` (which ``sql/`` reads too); ``FieldType`` is importable from here as before.
 """
 
@@ -20,6 +21,9 @@ DEFAULT_HOST = "https://clarky.ai"
 KEY_PREFIX = "ck_live_"
 KEY_LENGTHS = (38, 39)
 MAX_PAGE_SIZE = 100
+#: The smallest page a list serves (the docs give only the maximum): what a count of a list, such
+#: as the change trigger's probe, asks for.
+MIN_PAGE_SIZE = 1
 READS_PER_MINUTE = 120
 #: The rate limits are counted over a rolling window of this many seconds.
 RATE_WINDOW_SECONDS = 60
@@ -52,6 +56,28 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class ChangeSignal:
+    """What on a parent record says that its child list changed since a moment, so that an
+    incremental read of the child resource fetches only those parents' lists (newest first,
+    down to the moment).
+
+    ``moved_by`` are the parent's fields a new child moves to its own time (a contact's
+    ``last_contacted_at``, a conversation's ``last_message_at``): the signal proper. A parent
+    that carries none of them (the field absent, not null) cannot say whether it changed, so it
+    is read. ``new_parent`` are fields that mark a parent made since the moment (its children
+    are all new). Nothing here sees an edited or deleted child: the rotation (``recheck_fraction``)
+    and full refreshes do.
+    """
+
+    moved_by: tuple[str, ...]
+    new_parent: tuple[str, ...] = ("created_at",)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.moved_by + self.new_parent
+
+
+@dataclass(frozen=True)
 class Resource:
     """A readable collection of the Clarky API."""
 
@@ -72,17 +98,43 @@ class Resource:
     documented: bool = True
     ordering: str = NO_ORDER
     newest_first_by: str | None = None
-    parent_change_fields: tuple[str, ...] = ()
+    change_signal: ChangeSignal | None = None
     soft_delete_field: str | None = None
+    #: Fields whose names the docs do not show (only what they mean): named as the API's other
+    #: fields and the emulator make most likely, to be checked against the live API. A load
+    #: lists the real names in its summary's ``new_fields`` if they differ.
+    assumed_fields: tuple[str, ...] = ()
     field_index: Mapping[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "field_index", {f.name: f for f in self.fields})
+        unknown = set(self.assumed_fields) - set(self.field_index)
+        if unknown:
+            raise ValueError(f"{self.name}: assumed fields {sorted(unknown)} are not among its fields")
 
     @property
     def incremental(self) -> bool:
         """Whether a load can read only what changed since a watermark (an API filter, or changed parents)."""
-        return self.incremental_filter is not None or bool(self.parent_change_fields)
+        return self.incremental_filter is not None or self.change_signal is not None
+
+    @property
+    def readable_by_id(self) -> bool:
+        """Whether named records can be read alone (a targeted re-sync): through the item
+        endpoint, or for a child resource, its named parents' lists."""
+        return self.item_path is not None or self.parent_key is not None
+
+    def check_readable_by_id(self) -> None:
+        """Refuse a read by id of a resource that has neither (before any request)."""
+        if not self.readable_by_id:
+            can = sorted(r.name for r in RESOURCES.values() if r.readable_by_id)
+            raise _config_error(
+                f"Clarky resource {self.name!r} cannot be read by id: no item endpoint and no parent "
+                f"(resources that can: {', '.join(can)})."
+            )
+
+    def assumed(self, field_name: str) -> bool:
+        """Whether the field's name is assumed (see ``assumed_fields``), for docs and log lines."""
+        return field_name in self.assumed_fields
 
     @property
     def resumable(self) -> bool:
@@ -241,7 +293,7 @@ CONTACT_ACTIVITIES = Resource(
     # activity changes the contact's updated_at, so contacts' updated_after cannot narrow it.
     cursor_field="created_at",
     newest_first_by="created_at",
-    parent_change_fields=("last_contacted_at", "created_at"),
+    change_signal=ChangeSignal(moved_by=("last_contacted_at",)),
     fields=_fields(
         id=STR,
         contact_id=STR,
@@ -399,7 +451,15 @@ CONVERSATIONS = Resource(
         archived=BOOL,
         archived_at=TS,
         deleted=BOOL,
+        # The docs describe these without showing their names: "time of the last message",
+        # "participant's last activity time"; created_at/updated_at may not exist at all. Named
+        # like the API's other times (last_contacted_at, companies' last_activity_at).
+        last_message_at=TS,
+        last_activity_at=TS,
+        created_at=TS,
+        updated_at=TS,
     ),
+    assumed_fields=("last_message_at", "last_activity_at", "created_at", "updated_at"),
     filters=(Filter("include_deleted", FilterKind.SHOW_DELETED),),
     soft_delete_field="deleted",
 )
@@ -413,6 +473,12 @@ CONVERSATION_MESSAGES = Resource(
     description="Messages of each conversation (the Message object is not documented yet).",
     ordering="by created_at, as the order parameter says (asc or desc)",
     newest_first_by="created_at",  # with no order parameter (its default is not visible: assumed desc)
+    # A new message moves its conversation's time of the last message (an assumed name: see
+    # CONVERSATIONS), so a daily read fetches only conversations with a message (or made) since
+    # the table's newest message, each down to it, as activities do. Where conversations carry
+    # no such field the read says so once and fetches every conversation, as a full load does.
+    cursor_field="created_at",
+    change_signal=ChangeSignal(moved_by=("last_message_at",)),
     fields=_fields(id=STR, conversation_id=STR, role=STR, content=STR, created_at=TS),
     filters=(Filter("order", FilterKind.ORDER, choices=("asc", "desc")),),
 )

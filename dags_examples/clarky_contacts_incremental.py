@@ -1,5 +1,6 @@
 """
-Hourly incremental sync of Clarky contacts into the warehouse, merged on ``id``.
+Hourly incremental sync of Clarky contacts into the warehouse, merged on ``id``, and kept as a
+history of every change (``contacts_history``) with e-mail addresses hashed.
 
 Why this shape:
 
@@ -29,6 +30,19 @@ Why this shape:
   4-8 min), and ``max_retry_delay`` = 10 minutes keeps every retry well inside the hour.
   Airflow's default is a flat 5 minutes. (``True``, not ``2.0``: early Airflow 3 releases accept
   only a bool; later ones read ``True`` as 2.)
+* **History** (``load_contacts_history``): ``write_mode="history"`` keeps one row per version of
+  each contact (``_valid_from``, ``_valid_to``, ``_is_current``) and a ``contacts_history_current``
+  view of today's state, so "which stage was this contact in last quarter" has an answer. It
+  reads incrementally like the merge; unchanged contacts add nothing. Its grain is this DAG's
+  schedule: a contact edited twice within the hour shows only its state at the next run.
+  It reads the contacts a second time (the two tasks are independent loads); drop the merge
+  task if the history's ``_current`` view is all you query.
+* **A hashed column**: the history stores ``emails`` (and ``primary_email``, ``_raw``'s copy)
+  as HMAC-SHA-256 under the password of the ``clarky_hash_key`` connection, never the DAG
+  file: create it first, e.g. ``AIRFLOW_CONN_CLARKY_HASH_KEY='{"conn_type": "generic",
+  "password": "<a long random secret>"}'``, and keep it: another key gives other hashes. Analysts
+  join on ``hash(known address)`` (docs/privacy.md); a task without the connection fails before
+  any request, naming it.
 * **Unpausing starts a run at once.** ``catchup=False`` skips past intervals but still runs the
   latest one as soon as the DAG is unpaused; on an empty table that first run loads the whole
   contact history, spending the key's budget until it ends.
@@ -37,6 +51,7 @@ Why this shape:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import DAG, Param
 
@@ -63,14 +78,26 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
+    # What both loads share: the contacts, each read from its own table's watermark.
+    contacts: dict[str, Any] = {
+        "resource": "contacts",
+        "sql_conn_id": "{{ params.sql_conn_id }}",
+        "incremental": "watermark",
+        "watermark_overlap": timedelta(minutes=5),
+        "pool": "clarky_api",  # see the docstring
+    }
     ClarkyToSqlOperator(
         task_id="load_contacts",
-        resource="contacts",
-        sql_conn_id="{{ params.sql_conn_id }}",
         table="{{ params.table }}",
         write_mode="merge",
-        incremental="watermark",
-        watermark_overlap=timedelta(minutes=5),
         outlets=[table_asset("contacts")],
-        pool="clarky_api",  # see the docstring
+        **contacts,
+    )
+    ClarkyToSqlOperator(
+        task_id="load_contacts_history",
+        table="contacts_history",
+        write_mode="history",
+        hash_columns=["emails"],  # keyed by the clarky_hash_key connection: see the docstring
+        hash_key_conn_id="clarky_hash_key",
+        **contacts,
     )

@@ -10,9 +10,11 @@ Why this shape:
   converges on the same table. Contacts load incrementally from the table's high-water mark
   (``updated_after``); contact activities only for contacts contacted or created since the
   table's newest activity (the docs: activities come newest first, and a contact's
-  ``last_contacted_at`` is its latest activity); every other resource is a full snapshot,
-  merged. Deletes, backdated and edited activities need a full re-read: the
-  ``clarky_weekly_refresh`` DAG does it once a week.
+  ``last_contacted_at`` is its latest activity), and conversation messages likewise by the
+  conversation's time of the last message (a name the docs do not show: assumed
+  ``last_message_at``; without it every conversation is read); every other resource is a full
+  snapshot, merged. Deletes, backdated and edited children need a full re-read: the
+  ``clarky_weekly_refresh`` DAG does it once a week (or ``recheck_fraction`` a slice a day).
 * **One key, one budget.** Every task here shares the key's 120 requests/minute, and every
   Airflow 3 task instance runs in its own process. The task processes on one host share the
   key's pacing through a small state file (no secret in it); across hosts only the server's
@@ -28,7 +30,8 @@ Why this shape:
   A one-slot pool runs the loads one after another; each spends the whole budget while it runs.
 * Child resources (activities per contact, stages per pipeline, ...) fan out over their parents
   inside one task, several parents at once within the key's budget: one request per parent, so
-  they are the expensive part of a full sync (and why activities are read incrementally).
+  they are the expensive part of a full sync (and why activities and messages are read
+  incrementally).
 * **Retries suit a rate-limited API** (``default_args``). Clarky trouble reaches Airflow's
   retries only after the hook's own retries (429s after ``Retry-After``; 5xx, resets and
   timeouts with backoff) have given up, so it has outlasted seconds: an outage, or the key's

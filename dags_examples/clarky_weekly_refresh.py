@@ -3,13 +3,15 @@ Weekly full refresh of the Clarky resources that the daily sync reads incrementa
 
 Why this shape:
 
-* The daily ``clarky_full_sync`` reads ``contacts`` and ``contact_activities`` incrementally
-  (``incremental="auto"``): contacts changed since the table's watermark (``updated_after``),
-  and activities only of contacts contacted or created since the newest activity in the table
-  (the docs say activities come newest first and a contact's ``last_contacted_at`` is its latest
-  activity). That costs a few percent of a full read, but it cannot see what a watermark misses:
-  records deleted upstream, an activity backdated before its contact's latest one, an activity
-  edited after it was logged.
+* The daily ``clarky_full_sync`` reads ``contacts``, ``contact_activities`` and
+  ``conversation_messages`` incrementally (``incremental="auto"``): contacts changed since the
+  table's watermark (``updated_after``), and activities (messages) only of contacts contacted
+  (conversations messaged) or created since the newest one in the table (the docs say
+  activities come newest first and a contact's ``last_contacted_at`` is its latest activity; a
+  conversation's time of the last message is assumed to be ``last_message_at``). That costs a
+  few percent of a full read, but it cannot see what a watermark misses: records deleted
+  upstream, an activity backdated before its contact's latest one, an activity edited after it
+  was logged.
 * Once a week this DAG re-reads both in full (``incremental="full"``), merges them on ``id`` and
   flags every row that is gone upstream (``delete_mode="flag"`` sets ``_deleted_at``; use
   ``"remove"`` to delete them). The catalog says which resources are incremental, so this list

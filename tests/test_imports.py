@@ -106,3 +106,15 @@ def test_the_hooks_know_no_operator_and_no_warehouse():
             assert not {
                 t for t in targets if t.startswith(("clarky_provider.operators", "clarky_provider.sql"))
             }, module
+
+
+def test_triggers_know_no_operator_and_no_warehouse():
+    """A trigger runs in the triggerer's event loop: it counts through the hook layer, nothing
+    heavier (no operator, no warehouse module)."""
+    graph = import_graph()
+    triggers = [m for m in graph if m.startswith("clarky_provider.triggers.")]
+    assert "clarky_provider.triggers.change" in triggers
+    for module in triggers:
+        assert not {
+            t for t in graph[module] if t.startswith(("clarky_provider.operators", "clarky_provider.sql"))
+        }, module

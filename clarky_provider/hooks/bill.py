@@ -48,16 +48,25 @@ def log_fan_out_bill(
     *,
     since: str | None,
     done: int = 0,
+    recheck: float = 0.0,
 ) -> None:
     """A child resource costs the parents' pages plus at least one request per parent it reads;
-    ``done`` parents were read by an earlier try of a resumed load and are not read again."""
+    ``done`` parents were read by an earlier try of a resumed load and are not read again. An
+    incremental read with a rotation (``recheck``: the share of parents re-read whole) adds
+    about that share of the parents' lists."""
     if since is None:
         left = max(0, parents - done)
         requests = parent_pages + left
         which = f"one list for each of the {parents} {parent}"
     else:
-        requests = parent_pages
+        rechecked = round(recheck * parents)
+        requests = parent_pages + rechecked
         which = f"one list for each of the {parent} changed since {since} (at most {parents})"
+        if recheck:
+            which += (
+                f", plus about {plural(rechecked, 'list')} re-read whole by the rotation "
+                f"(recheck_fraction {recheck:.4g} of {parents})"
+            )
     if done:
         which += f", {done} of them already read by an earlier try"
     log.info(
@@ -68,5 +77,19 @@ def log_fan_out_bill(
         which,
         plural(requests, "request"),
         duration(60 * requests / requests_per_minute),
+        requests_per_minute,
+    )
+
+
+def log_by_id_bill(resource: str, ids: int, parent: str | None, requests_per_minute: float) -> None:
+    """A targeted read: one request per record (item endpoint), or per parent's list (at least)."""
+    what = plural(ids, "record") if parent is None else f"the lists of {plural(ids, parent.rstrip('s'))}"
+    log.info(
+        "Clarky %s: %s by id: %s%s, %s at %g requests/minute",
+        resource,
+        what,
+        "" if parent is None else "at least ",
+        plural(ids, "request"),
+        duration(60 * ids / requests_per_minute),
         requests_per_minute,
     )

@@ -10,8 +10,10 @@ This module is the connection and one request (pacing, retries, typed errors) ov
 a failed connection means), ``settings`` (the connection's checked settings), ``list_client``
 (what list reads need of the hook: its GET, settings, counters and worker pool), ``workers``
 (that pool), ``pages`` (one list's pages in order), ``listing`` (complete reads against
-``total`` and the fan-out over parents), ``rate_limit`` (the key's budget, shared across
-processes), ``stats`` (traffic counters) and ``bill`` (the cost of a read, logged before it).
+``total`` and the fan-out over parents), ``changes`` (which parents an incremental fan-out
+reads: the catalog's change signal and the rotation), ``rate_limit`` (the key's budget,
+shared across processes), ``stats`` (traffic counters) and ``bill`` (the cost of a read,
+logged before it).
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from clarky_provider import __version__
 from clarky_provider.compat import AirflowProviderDeprecationWarning, BaseHook
 from clarky_provider.connection_form import UI_FIELD_BEHAVIOUR
 from clarky_provider.exceptions import (
@@ -41,18 +44,19 @@ from clarky_provider.exceptions import (
     ClarkyNotFoundError,
     ClarkyRateLimitError,
     ClarkyServerError,
-    error_class_for_status,
 )
-from clarky_provider.hooks.bill import log_fan_out_bill, log_list_bill
+from clarky_provider.hooks.answers import api_error, redirect_error
+from clarky_provider.hooks.bill import log_by_id_bill, log_fan_out_bill, log_list_bill
+from clarky_provider.hooks.changes import ChangedParents, Rotation, check_fraction, day_number
 from clarky_provider.hooks.list_client import ListClient, ReadConfig
 from clarky_provider.hooks.listing import ListReader, distinct_records, parent_lists, window_units
 from clarky_provider.hooks.network import network_error
-from clarky_provider.hooks.pages import Page, as_int, resource_pages
+from clarky_provider.hooks.pages import Page, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
 from clarky_provider.hooks.settings import ClarkySettings, check_overrides, read_settings
 from clarky_provider.hooks.stats import RequestStats
 from clarky_provider.jsoncodec import loads
-from clarky_provider.normalize import parse_timestamp, require_timestamp
+from clarky_provider.normalize import require_timestamp
 from clarky_provider.resources import (
     RESOURCES,
     Resource,
@@ -142,13 +146,7 @@ class ClarkyHook(BaseHook):
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            session.headers.update(
-                {
-                    "Authorization": f"Bearer {settings.api_key}",
-                    "Accept": "application/json",
-                    "User-Agent": f"airflow-provider-clarky/{__version__}",
-                }
-            )
+            session.headers.update(settings.request_headers())
             self._session = session
         return self._session
 
@@ -313,14 +311,12 @@ class ClarkyHook(BaseHook):
         self.stats.add(requests=1)
         self._observe_budget(response.headers)
         if response.status_code >= 400:
-            raise self._api_error(response, body, path)
+            if response.status_code == 429:
+                self.stats.add(rate_limited=1)
+            raise api_error(response.status_code, response.reason, response.headers, body, path, self._scrub)
         if response.status_code >= 300:
             location = self._scrub(str(response.headers.get("Location")))
-            raise ClarkyConfigError(
-                f"Clarky answered {path} with HTTP {response.status_code}, a redirect to {location!r}, "
-                "which the hook does not follow (the key would go with it). Set the connection's "
-                "Base URL to the API's address."
-            )
+            raise redirect_error(path, response.status_code, location)
         if method == "HEAD":
             return {}
         try:
@@ -335,32 +331,9 @@ class ClarkyHook(BaseHook):
         return payload
 
     def _observe_budget(self, headers: Mapping[str, str]) -> None:
-        try:
-            remaining = int(headers["X-RateLimit-Remaining"])
-            reset = float(headers["X-RateLimit-Reset"])
-        except (KeyError, ValueError):
-            return
-        self.stats.budget_remaining = remaining
-        # the limit lets the limiter tell "low" from "plenty" (other hosts spend the same budget)
-        self.limiter.observe(remaining, reset, as_int(headers.get("X-RateLimit-Limit")))
-
-    def _api_error(self, response: requests.Response, body: bytes, path: str) -> ClarkyAPIError:
-        status = response.status_code
-        code = message = None
-        details: dict[str, Any] = {}
-        try:
-            envelope = loads(body).get("error") or {}
-            code, message = envelope.get("code"), envelope.get("message")
-            details = dict(envelope.get("details") or {})
-        except (ValueError, AttributeError):
-            message = f"{response.reason or 'error'} (non-JSON body, {len(body)} bytes)"
-        if status == 429:
-            details["retry_after"] = _retry_after(response.headers.get("Retry-After"))
-            self.stats.add(rate_limited=1)
-        message = self._scrub(str(message or response.reason or "error"))
-        if status == 401:
-            message += " - the key is invalid or revoked; rotate it in Clarky's Settings > API Keys."
-        return error_class_for_status(status)(message, status=status, code=code, details=details, path=path)
+        remaining = self.limiter.observe_headers(headers)
+        if remaining is not None:
+            self.stats.budget_remaining = remaining
 
     def _scrub(self, text: str) -> str:
         """Remove the key from any text that came from elsewhere (server bodies, library errors)."""
@@ -376,6 +349,43 @@ class ClarkyHook(BaseHook):
             raise ClarkyConfigError(f"Clarky resource {resource!r} has no single-record endpoint.")
         path = res.item_path.replace("{id}", quote(str(record_id), safe=""))
         return self.request("GET", path).get("data") or {}
+
+    def get_records(self, resource: str, ids: Iterable[str]) -> RecordsById:
+        """Exactly the records named, for a targeted re-sync: one ``GET /<resource>/{id}`` per
+        id where the resource has an item endpoint; for a child resource (none has one) ``ids``
+        are parent ids, and each parent's whole list is read, checked against its ``total``.
+        Ids the API answers 404 for come back in ``missing`` (records, or parents, it no longer
+        has, whose rows a load deletes). Several at once, on the hook's workers."""
+        res = get_resource(resource)
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        res.check_readable_by_id()
+        read_one: Callable[[str], list[dict[str, Any]]] = (
+            partial(self._item, res) if res.item_path is not None else partial(self._whole_list, res)
+        )
+        log_by_id_bill(res.name, len(wanted), res.parent, self.settings.requests_per_minute)
+        pending = iter(wanted)
+
+        def next_read() -> Callable[[], tuple[str, list[dict[str, Any]] | None]] | None:
+            record_id = next(pending, None)
+            return None if record_id is None else partial(_or_none, read_one, record_id)
+
+        found = RecordsById(res.name, res.parent_key or res.primary_key[0])
+        for record_id, records in self._lists.workers.in_order(
+            next_read, ahead=2 * self.settings.max_concurrency
+        ):
+            if records is None:
+                found.missing.append(record_id)
+            else:
+                found.records.extend(records)
+        return found
+
+    def _item(self, res: Resource, record_id: str) -> list[dict[str, Any]]:
+        record = self.get_record(res.name, record_id)
+        self.stats.add(records=1)
+        return [record]
+
+    def _whole_list(self, res: Resource, parent_id: str) -> list[dict[str, Any]]:
+        return list(ListReader(self._lists, res, parent_id, {}))
 
     def find_contact_by_email(self, email: str) -> dict[str, Any] | None:
         """The contact with this exact e-mail, or ``None`` (the API answers 404 for no match)."""
@@ -401,6 +411,8 @@ class ClarkyHook(BaseHook):
         parent_id: str | None = None,
         on_page: Callable[[Page], None] | None = None,
         changed_since: datetime | str | None = None,
+        recheck_fraction: float | str = 0.0,
+        recheck_day: date | int | str | None = None,
         **filters: Any,
     ) -> Iterator[dict[str, Any]]:
         """Yield every record once, each list checked against the ``total`` the API reported.
@@ -413,9 +425,13 @@ class ClarkyHook(BaseHook):
         each page as it arrives.
 
         ``changed_since`` reads a child resource incrementally where the catalog gives a change
-        signal (``contact_activities``): only parents whose change fields
-        (``last_contacted_at``, ``created_at``) are at or after it, and each list only down to
-        its first record older than it (the list is newest first).
+        signal (``Resource.change_signal``: activities, messages): only parents whose signal
+        fields (``last_contacted_at`` or ``last_message_at``, and ``created_at``) are at or after
+        it, and each list only down to its first record older than it (the list is newest
+        first). ``recheck_fraction`` (e.g. 1/7) re-reads that share of the parents whole on top,
+        a different slice each ``recheck_day`` (default today, UTC), every parent once in
+        ``1 / recheck_fraction`` days: what the signal cannot see (edits, deletes, backdated
+        children) heals within that time (see :mod:`.changes`).
         """
         res = get_resource(resource)
         params = encode_filters(res, filters)
@@ -426,8 +442,11 @@ class ClarkyHook(BaseHook):
                 self._lists, res, parent_id, params, on_page=on_page, stop_before=since, bill=bill
             )
             return
-        parents = self._changed_parents(res, since)
-        lists = parent_lists(self._lists, res, parents, params, on_page, stop_before=since)
+        choice = _choice(res, since, recheck_fraction, recheck_day)
+        parents = self._changed_parents(res, choice)
+        lists = parent_lists(
+            self._lists, res, parents, params, on_page, stop_before=since, whole=choice.whole
+        )
         yield from distinct_records(self.stats, lists)
 
     def paginate_units(
@@ -437,6 +456,8 @@ class ClarkyHook(BaseHook):
         skip: Collection[str] = (),
         on_page: Callable[[Page], None] | None = None,
         changed_since: datetime | str | None = None,
+        recheck_fraction: float | str = 0.0,
+        recheck_day: date | int | str | None = None,
         **filters: Any,
     ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """A resumable read (``Resource.resumable``) as ``(unit, records)``, each unit read
@@ -444,7 +465,7 @@ class ClarkyHook(BaseHook):
         ``skip`` are not read. A resumable load keeps each unit as it comes and, in its next
         try, skips them. A child resource's units are its parents (their ids), in parent order;
         a list with partition filters (contacts) comes in created-time windows
-        (:func:`.listing.window_units`).
+        (:func:`.listing.window_units`). ``changed_since`` and the rotation as in :meth:`paginate`.
         """
         res = get_resource(resource)
         if not res.resumable:
@@ -456,10 +477,13 @@ class ClarkyHook(BaseHook):
         since = _changed_since(res, changed_since)  # only child resources have a change signal
         units: Iterator[tuple[str, list[dict[str, Any]]]]
         if res.parent_key is not None:
+            choice = _choice(res, since, recheck_fraction, recheck_day)
             parents = (
-                p for p in self._changed_parents(res, since, done=len(skip)) if str(p["id"]) not in skip
+                p for p in self._changed_parents(res, choice, done=len(skip)) if str(p["id"]) not in skip
             )
-            units = parent_lists(self._lists, res, parents, params, on_page, stop_before=since)
+            units = parent_lists(
+                self._lists, res, parents, params, on_page, stop_before=since, whole=choice.whole
+            )
         else:
             units = window_units(self._lists, res, params, skip, on_page=on_page, bill=self._list_bill(res))
         for unit, records in units:
@@ -476,26 +500,30 @@ class ClarkyHook(BaseHook):
         return bill
 
     def _changed_parents(
-        self, res: Resource, since: datetime | None, done: int = 0
+        self, res: Resource, choice: ChangedParents, done: int = 0
     ) -> Iterator[dict[str, Any]]:
-        """The parents of child resource ``res`` (those changed since ``since``, if given), read
-        completely; the read's bill (less ``done`` parents an earlier try read) is logged when
-        the first page tells its size."""
+        """The parents of child resource ``res`` that ``choice`` reads, from a complete read of
+        them; the read's bill (less ``done`` parents an earlier try read) is logged when the
+        first page tells its size."""
         parent = get_resource(res.parent or "")
         budget = self.settings.requests_per_minute
+        since = choice.since
 
         def fan_out_bill(page: Page) -> None:
             mark = since.isoformat() if since else None
+            recheck = float(choice.rotation.fraction)
             log_fan_out_bill(
-                res.name, parent.name, page.total or 0, page.total_pages or 1, budget, since=mark, done=done
+                res.name,
+                parent.name,
+                page.total or 0,
+                page.total_pages or 1,
+                budget,
+                since=mark,
+                done=done,
+                recheck=recheck,
             )
 
-        parents: Iterator[dict[str, Any]] = iter(
-            ListReader(self._lists, parent, None, {}, counted=False, bill=fan_out_bill)
-        )
-        if since is not None:
-            parents = (p for p in parents if _changed(p, res.parent_change_fields, since))
-        return parents
+        return choice.select(ListReader(self._lists, parent, None, {}, counted=False, bill=fan_out_bill))
 
     def get_df(self, resource: str, **filters: Any) -> pd.DataFrame:
         """All records of a resource as a pandas DataFrame (common-sql's name), for notebooks and
@@ -517,29 +545,43 @@ class ClarkyHook(BaseHook):
 def _changed_since(res: Resource, value: datetime | str | None) -> datetime | None:
     if value is None:
         return None
-    if not res.parent_change_fields:
+    if res.change_signal is None:
         raise ClarkyConfigError(
             f"changed_since needs a child resource whose parents signal changes; {res.name!r} has none "
-            f"(resources that do: {', '.join(sorted(r.name for r in RESOURCES.values() if r.parent_change_fields))})."
+            f"(resources that do: {', '.join(sorted(r.name for r in RESOURCES.values() if r.change_signal))})."
         )
     return require_timestamp(value, "changed_since")
 
 
-def _changed(parent: dict[str, Any], fields: tuple[str, ...], since: datetime) -> bool:
-    """Whether any change field of ``parent`` is at or after ``since`` (unreadable values count as changed)."""
-    for name in fields:
-        try:
-            moment = parse_timestamp(parent.get(name))
-        except (TypeError, ValueError):
-            return True
-        if moment is not None and moment >= since:
-            return True
-    return False
+def _choice(
+    res: Resource,
+    since: datetime | None,
+    recheck_fraction: float | str,
+    recheck_day: date | int | str | None,
+) -> ChangedParents:
+    """Which parents a fan-out reads: those changed since ``since`` (all without it), plus the
+    rotation's slice of the day when reading incrementally."""
+    fraction = check_fraction(recheck_fraction)
+    rotation = Rotation(fraction, day_number(recheck_day)) if since is not None else Rotation()
+    return ChangedParents(res, since, rotation)
 
 
-def _retry_after(value: str | None) -> float:
-    """``Retry-After`` in seconds (Clarky documents seconds; anything unreadable means 1 s)."""
+@dataclass
+class RecordsById:
+    """What :meth:`ClarkyHook.get_records` read: the records, and the ids the API answered 404
+    for, which are values of ``key`` (``id``, or a child resource's parent key)."""
+
+    resource: str
+    key: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _or_none(
+    read: Callable[[str], list[dict[str, Any]]], record_id: str
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """``(record_id, read(record_id))``, with None for a 404 (the API no longer has it)."""
     try:
-        return max(0.0, float(value)) if value is not None else 1.0
-    except ValueError:
-        return 1.0
+        return record_id, read(record_id)
+    except ClarkyNotFoundError:
+        return record_id, None

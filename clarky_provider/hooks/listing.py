@@ -279,7 +279,15 @@ class ListReader:
         """Whether a newest-first page reached records older than ``stop_before`` (read no further)."""
         if self.stop_before is None or not page.records:
             return False
-        oldest = _millis(page.records[-1].get(self.res.newest_first_by or ""))
+        order_field = self.res.newest_first_by or ""
+        first, oldest = (_millis(page.records[i].get(order_field)) for i in (0, -1))
+        if first is not None and oldest is not None and first < oldest:
+            self.stop_before = None  # oldest first after all: stopping would skip the newest records
+            _warn_once(
+                f"Clarky {self.res.name}: a list came oldest first, not newest first as the catalog "
+                "expects; reading such lists whole"
+            )
+            return False
         return oldest is not None and oldest < self.stop_before
 
     def _sample_wanted(self) -> int:
@@ -490,9 +498,12 @@ def parent_lists(
     params: dict[str, str],
     on_page: Callable[[Page], None] | None = None,
     stop_before: datetime | None = None,
+    whole: Callable[[str], bool] | None = None,
 ) -> Generator[tuple[str, list[dict[str, Any]]], None, None]:
     """Every parent's child list, each read completely, several parents at once: ``(parent id,
-    records)`` in parent order.
+    records)`` in parent order. A newest-first list stops at ``stop_before``, except for the
+    parents ``whole`` names (a rotation's re-read: counted in ``parents_rechecked`` and
+    ``recheck_requests``).
 
     Each parent's list is one task on the client's workers (its pages go to idle workers, or
     are fetched by the task itself while the fan-out keeps them all busy: see
@@ -503,10 +514,20 @@ def parent_lists(
     report = _serialised(on_page) if on_page is not None else None
 
     def read(parent_id: str) -> tuple[str, list[dict[str, Any]]]:
+        rechecked = whole is not None and whole(parent_id)
         reader = ListReader(
-            client, resource, parent_id, params, on_page=report, count_records=False, stop_before=stop_before
+            client,
+            resource,
+            parent_id,
+            params,
+            on_page=report,
+            count_records=False,
+            stop_before=None if rechecked else stop_before,
         )
-        return parent_id, list(reader)
+        records = list(reader)
+        if rechecked:
+            client.stats.add(parents_rechecked=1, recheck_requests=reader.pages_read)
+        return parent_id, records
 
     def next_parent() -> Callable[[], tuple[str, list[dict[str, Any]]]] | None:
         parent = next(parents, None)
@@ -612,6 +633,16 @@ def _once(stats: RequestStats, records: list[dict[str, Any]], emitted: set[int])
         fresh += 1
         yield record
     stats.add(records=fresh, duplicates_dropped=len(records) - fresh)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process (it would repeat for every parent's list)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _serialised(on_page: Callable[[Page], None]) -> Callable[[Page], None]:

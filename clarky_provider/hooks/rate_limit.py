@@ -31,6 +31,7 @@ process alone, with one warning: a load never fails because of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -42,7 +43,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -147,6 +148,29 @@ class RateLimiter:
         A pause set while the caller slept (another thread's or process's 429, or Remaining 0)
         holds it too: it takes a fresh slot after the pause instead of starting into it.
         """
+        waited = 0.0
+        for wait in self._slot_waits():
+            time.sleep(wait)
+            waited += wait
+        return waited
+
+    async def acquire_async(self) -> float:
+        """:meth:`acquire` for an event loop (the triggerer's): the same slots, the same state
+        file, but the waits are ``asyncio.sleep``, so other coroutines run meanwhile.
+
+        The locks are taken only to read and write the 20-byte state, never across a wait, so
+        holding them from the loop blocks it no longer than a synchronous caller holds them.
+        """
+        waited = 0.0
+        for wait in self._slot_waits():
+            await asyncio.sleep(wait)
+            waited += wait
+        return waited
+
+    def _slot_waits(self) -> Iterator[float]:
+        """The waits before this caller may start, for the caller to sleep in its own way: a slot
+        is taken, and after each wait the slot is checked against pauses set meanwhile (a fresh
+        slot if one holds it). The one pacing logic behind both :meth:`acquire` methods."""
 
         def take_slot(now: float) -> tuple[float, float]:
             start = max(now, self._next_start, self._paused_until)
@@ -154,23 +178,24 @@ class RateLimiter:
             return start, start - now
 
         waited = 0.0
-        for _ in range(MAX_REQUEUES):
-            with self._lock:
-                start, wait = self._update(take_slot)
-            if wait <= 0:
-                break
-            time.sleep(wait)  # outside both locks: the next caller takes the next slot meanwhile
-            waited += wait
+        try:
+            for _ in range(MAX_REQUEUES):
+                with self._lock:
+                    start, wait = self._update(take_slot)
+                if wait <= 0:
+                    return
+                yield wait  # outside both locks: the next caller takes the next slot meanwhile
+                waited += wait
 
-            def still_clear(now: float, start: float = start) -> bool:
-                return self._paused_until <= start  # a pause known when taking the slot ends by then
+                def still_clear(now: float, start: float = start) -> bool:
+                    return self._paused_until <= start  # a pause known when taking the slot ends by then
 
+                with self._lock:
+                    if self._update(still_clear, write=False):
+                        return
+        finally:
             with self._lock:
-                if self._update(still_clear, write=False):
-                    break
-        with self._lock:
-            self.waited_seconds += waited
-        return waited
+                self.waited_seconds += waited
 
     def pause(self, seconds: float) -> None:
         """Hold every caller on this host for ``seconds`` (a 429's Retry-After)."""
@@ -204,6 +229,21 @@ class RateLimiter:
 
         with self._lock:
             self._update(stretch)
+
+    def observe_headers(self, headers: Mapping[str, str]) -> int | None:
+        """:meth:`observe` an answer's ``X-RateLimit-*`` headers (any case-insensitive mapping:
+        requests' or httpx's); returns ``Remaining``, or ``None`` when the answer had none."""
+        try:
+            remaining = int(headers["X-RateLimit-Remaining"])
+            reset = float(headers["X-RateLimit-Reset"])
+        except (KeyError, ValueError):
+            return None
+        try:
+            limit: int | None = int(headers["X-RateLimit-Limit"])
+        except (KeyError, ValueError):
+            limit = None  # without it, "low" cannot be told from "plenty": only 0 pauses
+        self.observe(remaining, reset, limit)
+        return remaining
 
     def _pause_until(self, until: float) -> None:
         def hold(now: float) -> None:

@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from clarky_provider import __version__
 from clarky_provider.connection_form import EXTRA_DEFAULTS
 from clarky_provider.exceptions import ClarkyConfigError
-from clarky_provider.resources import API_PREFIX, DEFAULT_HOST, KEY_LENGTHS, KEY_PREFIX, MAX_PAGE_SIZE
+from clarky_provider.resources import (
+    API_PREFIX,
+    DEFAULT_HOST,
+    KEY_LENGTHS,
+    KEY_PREFIX,
+    MAX_PAGE_SIZE,
+    MIN_PAGE_SIZE,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,15 @@ class ClarkySettings:
     def key_fingerprint(self) -> str:
         """A non-reversible id of the key, safe to log and to key shared limiters by."""
         return hashlib.sha256(self.api_key.encode()).hexdigest()[:12]
+
+    def request_headers(self) -> dict[str, str]:
+        """What every request carries: the bearer key, JSON, and who is asking (the hook's
+        Session and the async probe send the same)."""
+        return {
+            "Authorization": f"Bearer {self.api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"airflow-provider-clarky/{__version__}",
+        }
 
 
 def validate_api_key(key: str | None) -> str:
@@ -120,7 +137,7 @@ def _positive_number(values: Mapping[str, Any], name: str, label: Label) -> floa
 #: How each setting (a connection extra, or a per-task override) is checked.
 _CHECKS: dict[str, Callable[[Mapping[str, Any], str, Label], Any]] = {
     "timeout": _positive_number,
-    "page_size": _int_setting(1, MAX_PAGE_SIZE),
+    "page_size": _int_setting(MIN_PAGE_SIZE, MAX_PAGE_SIZE),
     "max_retries": _int_setting(0, None),
     "requests_per_minute": _positive_number,
     "max_concurrency": _int_setting(1, 32),

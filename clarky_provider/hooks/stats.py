@@ -29,6 +29,9 @@ class RequestStats:
     lists_unverified: int = 0
     lists_recovered: int = 0
     recovery_requests: int = 0
+    #: Parents' lists the rotation (``recheck_fraction``) re-read whole, and their requests.
+    parents_rechecked: int = 0
+    recheck_requests: int = 0
     budget_wait_seconds: float = 0.0
     budget_remaining: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -73,6 +76,8 @@ class RequestStats:
                 "records_from_earlier_tries": earlier_records,
                 "coverage": round(min(1.0, rows / reported), 4) if reported else None,
                 "lists_recovered": self.lists_recovered,
+                "parents_rechecked": self.parents_rechecked,
+                "recheck_requests": self.recheck_requests,
                 "pages": self.pages,
                 "requests": self.requests,
                 "retries": self.retries,

@@ -27,13 +27,16 @@ from clarky_provider.hooks.clarky import ClarkyHook
 from clarky_provider.normalize import require_timestamp
 from clarky_provider.operators.arguments import check_at_least_one, check_choice
 from clarky_provider.operators.columns import ColumnPolicyArguments, RecordPolice
+from clarky_provider.operators.history import history_layout
 from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
 from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
 from clarky_provider.operators.records import ResourceRecords
 from clarky_provider.operators.resume import ResumableRecords, load_key, warehouse_progress
+from clarky_provider.operators.resync import NamedRecords, record_id_list, resync_delete_mode, resync_scope
 from clarky_provider.resources import RESOURCES, get_resource
 from clarky_provider.sql.dialects import WarehouseDialect, dialect_for
+from clarky_provider.sql.fields import FieldLedger
 from clarky_provider.sql.load import LoadPlan, load
 from clarky_provider.sql.schema import TableLayout, check_identifier
 
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WRITE_MODES = ("merge", "append", "replace")
+WRITE_MODES = ("merge", "append", "replace", "history")
 INCREMENTAL_MODES = ("auto", "watermark", "interval", "full")
 DELETE_MODES = (None, "flag", "remove")
 
@@ -58,10 +61,13 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
     :param table: target table (default: the resource name); created when missing. Lower case
         on PostgreSQL, where another case would answer only in quotes (see docs/warehouses.md).
     :param schema: target schema (not for SQLite); lower case on PostgreSQL too.
-    :param write_mode: ``merge`` (upsert on the primary key; idempotent), ``append``, or
-        ``replace`` (full refresh that readers never see half-done).
+    :param write_mode: ``merge`` (upsert on the primary key; idempotent), ``append``,
+        ``replace`` (full refresh that readers never see half-done), or ``history`` (one row per
+        version of a record, ``_valid_from``/``_valid_to``/``_is_current``, and a
+        ``<table>_current`` view; see docs/operators/clarky_to_sql.md#history).
     :param filters: API filters of the resource, checked against the catalog before any request.
-    :param incremental: ``auto`` (watermark when the resource supports it and the mode is merge),
+    :param incremental: ``auto`` (watermark when the resource supports it and the mode is merge
+        or history),
         ``watermark`` (the table's max cursor minus ``watermark_overlap``), ``interval`` (the
         run's data interval start) or ``full``.
     :param updated_after: explicit lower bound of an incremental read (templated): the
@@ -69,7 +75,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
     :param window_start: start of a backfill window on the partition field (inclusive).
     :param window_end: end of the window (exclusive), so adjacent windows neither overlap nor gap.
     :param delete_mode: on full snapshots, ``flag`` rows missing upstream with ``_deleted_at``, or
-        ``remove`` them; ``None`` leaves them.
+        ``remove`` them; ``None`` leaves them. A history closes their current version (``flag``).
     :param batch_size: rows per bulk write (an Arrow batch, a ``LOAD DATA`` file of at most
         2,000, an ``executemany``; PostgreSQL streams rows into ``COPY``, Snowflake stages at
         least 50,000 at a time); bounds memory.
@@ -78,6 +84,16 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         ``{"max_concurrency": 2, "page_size": 50}``; an unknown name is an error.
     :param sql_hook_params: arguments of the warehouse connection's hook, e.g. Snowflake's
         ``{"warehouse": "LOAD_WH", "role": "LOADER"}``; an unknown name is an error.
+    :param record_ids: re-sync exactly these records (templated; a list, or ids separated by
+        commas or spaces): one request each (for a child resource, the ids are parents' and each
+        parent's whole list is read), merged in; a named row the API no longer has is removed
+        (``delete_mode="flag"`` flags it; a history closes it); every other row is untouched.
+        At most 1,000; not with filters, windows or ``updated_after``.
+    :param recheck_fraction: share of a child resource's parents whose lists an incremental run
+        re-reads whole, a different slice each day (``1/7``: every parent once a week), so what
+        the parents' change signal misses (an edited child) heals; 0 (the default) is off. Costs
+        about that share of the parents' lists (the bill; the summary's ``parents_rechecked``
+        and ``recheck_requests``).
     :param resume_key: the identity of a load across tries, for use outside Airflow (in a task,
         the task instance is: Airflow's next try of a killed load of a child resource or of a long
         contacts read reads only what the killed try had not finished; see docs/reliability.md).
@@ -91,7 +107,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         ``hash_key_conn_id``: their columns, ``_raw`` and derived columns (templated).
     :param hash_key_conn_id: the Airflow connection whose password is the hashing key (templated).
     :param on_new_field: a field the catalog does not know yet is kept in ``_raw`` (``raw``) or
-        dropped (``drop``); either way listed once in the summary's ``new_fields``.
+        dropped (``drop``); either way listed once in the summary's ``new_fields``, and warned
+        about in the log when it first appears in the table (the schema's ``_clarky_fields``).
     """
 
     template_fields: Sequence[str] = (
@@ -104,6 +121,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         "updated_after",
         "window_start",
         "window_end",
+        "record_ids",
+        "recheck_fraction",
         *ColumnPolicyArguments.COLUMN_POLICY_FIELDS,
     )
     template_fields_renderers = {"filters": "json"}
@@ -125,6 +144,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         window_start: str | datetime | None = None,
         window_end: str | datetime | None = None,
         delete_mode: str | None = None,
+        record_ids: list[str] | str | None = None,
+        recheck_fraction: float | str = 0,
         batch_size: int = 5000,
         progress_interval: float = 30.0,
         clarky_hook_params: dict[str, Any] | None = None,
@@ -157,6 +178,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         self.window_start = window_start
         self.window_end = window_end
         self.delete_mode = delete_mode
+        self.record_ids = record_ids
+        self.recheck_fraction = recheck_fraction
         self.batch_size = batch_size
         self.progress_interval = progress_interval
         self.clarky_hook_params = clarky_hook_params
@@ -192,26 +215,49 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
             and resource.incremental
             and resource.incremental_filter not in user_filters
             and not window
-            and (mode == "watermark" or (mode == "auto" and self.write_mode == "merge"))
+            and (mode == "watermark" or (mode == "auto" and self.write_mode in ("merge", "history")))
         )
         policy = self.column_policy(resource)
+        spec = table_spec(resource, policy)
+        layout = (
+            history_layout(resource, spec, table, self.delete_mode)
+            if self.write_mode == "history"
+            else TableLayout(spec)
+        )
+        ids = record_id_list(self.record_ids)
+        set_too = {
+            "filters": user_filters,
+            "window_start/window_end": window,
+            "updated_after": self.updated_after,
+            f"incremental={mode!r}": mode in ("watermark", "interval"),
+        }
+        scope = (
+            resync_scope(resource, layout, ids, self.write_mode, [name for name, v in set_too.items() if v])
+            if ids is not None
+            else None
+        )
         read = ReadPlan(  # checks and encodes every filter, before any request
             resource=resource,
             filters={**user_filters, **window},
             updated_after=updated_after,
             watermark_overlap=self.watermark_overlap,
+            recheck_fraction=self.recheck_fraction,
+            recheck_day=context.get("data_interval_start") or context.get("logical_date"),
         )
         return Plan(
             read=read,
             load=LoadPlan(
-                layout=TableLayout(table_spec(resource, policy)),
+                layout=layout,
                 schema=schema,
                 table=table,
                 write_mode=self.write_mode,
-                delete_mode=self.delete_mode,
-                full_snapshot=not (read.filters or updated_after or use_watermark),
-                incremental=use_watermark,
+                delete_mode=resync_delete_mode(self.delete_mode, self.write_mode)
+                if scope
+                else self.delete_mode,
+                full_snapshot=scope is not None or not (read.filters or updated_after or use_watermark),
+                incremental=use_watermark and scope is None,
                 batch_size=self.batch_size,
+                scope=scope,
             ),
             columns=policy,
         )
@@ -222,7 +268,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         started = time.monotonic()
         plan = self.plan(context)
         resource, table = plan.read.resource, plan.load.table
-        police = self.record_police(plan.columns)  # reads the hashing key, before any request
+        # reads the hashing key, before any request; new fields are warned about once per table
+        police = self.record_police(plan.columns, warn_new_fields=False)
         clarky = clarky_hook(self.clarky_conn_id, self.clarky_hook_params)
         _ = clarky.settings  # a bad key fails here, before the database is touched
         warehouse = sql_hook(self.sql_conn_id, self.sql_hook_params)
@@ -242,11 +289,14 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
             getattr(dag_run, "run_id", None),
         )
         records = self._record_source(context, clarky, plan, dialect, police)
+        fields = FieldLedger(dialect, plan.load.schema, table, lambda: police.new_fields)
         try:
             records.prepare()  # a resumable load reads here, keeping each unit as it ends
             connection = dialect.session.connect()
             try:
-                loaded = load(plan.load, dialect, connection, records, metadata, finish=records.finish)
+                loaded = load(
+                    plan.load, dialect, connection, records, metadata, finish=records.finish, fields=fields
+                )
             finally:
                 _close(dialect, connection)
         except ClarkyIncompleteReadError as exc:
@@ -267,6 +317,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         finally:
             records.close()
             clarky.close()
+        police.warn(fields.first_seen, f" (new in table {table})")
         self._lineage = LoadLineage(
             api_base_url=clarky.settings.base_url,
             workspace_id=records.workspace_id,
@@ -286,6 +337,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
             "watermark": loaded.watermark.isoformat() if loaded.watermark else None,
             **clarky.stats.load_summary(loaded.rows_fetched, earlier_records=records.earlier_records),
             "new_fields": police.new_fields,
+            **({"records_not_found": records.missing} if isinstance(records, NamedRecords) else {}),
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         log.info("Loaded Clarky %s into %s: %s", resource.name, table, summary)
@@ -302,6 +354,8 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
     ) -> ResourceRecords:
         """Records streamed into the load, or, for a resumable resource in a task (or with a
         ``resume_key``), read first and kept unit by unit, so the next try resumes."""
+        if plan.load.scope is not None:
+            return NamedRecords(clarky, plan.read, plan.load.scope, police)
         key = load_key(context, self.resume_key)
         if key is None or not plan.read.resource.resumable:
             return ResourceRecords(clarky, plan.read, self.progress_interval, police)

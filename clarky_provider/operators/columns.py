@@ -161,21 +161,23 @@ class ColumnPolicy:
         gone = {p[0] for p in self.exclude if len(p) == 1}
         return tuple(f for f in fields if (self.keep is None or f.name in self.keep) and f.name not in gone)
 
-    def police(self, hasher: KeyedHash | None) -> RecordPolice:
-        """The per-record function; ``hasher`` is required when fields are hashed."""
+    def police(self, hasher: KeyedHash | None, *, warn: bool = True) -> RecordPolice:
+        """The per-record function; ``hasher`` is required when fields are hashed; ``warn``:
+        log each new field as it is first read (else the caller warns, see ``RecordPolice.warn``)."""
         if self.hash and hasher is None:
             raise ClarkyConfigError(
                 "hash_columns needs hash_key_conn_id: the connection whose password is the key."
             )
-        return RecordPolice(self, hasher)
+        return RecordPolice(self, hasher, warn=warn)
 
 
 class RecordPolice:
     """Applies a ``ColumnPolicy`` to each record (call it), and notes the fields the catalog
-    does not know yet: each is logged once per load and listed in ``new_fields``."""
+    does not know yet: each is listed in ``new_fields`` and, with ``warn``, logged once per load
+    (the SQL operator warns instead when a field first appears in its table: ``sql/fields.py``)."""
 
-    def __init__(self, policy: ColumnPolicy, hasher: KeyedHash | None) -> None:
-        self.policy, self._hasher = policy, hasher
+    def __init__(self, policy: ColumnPolicy, hasher: KeyedHash | None, *, warn: bool = True) -> None:
+        self.policy, self._hasher, self._warn = policy, hasher, warn
         self._known = frozenset(policy.resource.field_index)
         self._seen: set[str] = set(self._known)
         #: Fields the catalog does not know that this load's records held, in order of appearance.
@@ -221,6 +223,14 @@ class RecordPolice:
         return record
 
     def _note(self, record: Record) -> None:
+        names = sorted(record.keys() - self._seen)
+        self._seen.update(names)
+        self.new_fields.extend(names)
+        if self._warn:
+            self.warn(names)
+
+    def warn(self, names: Iterable[str], where: str = "") -> None:
+        """Log that each new field in ``names`` was met (``where``: e.g. in which table first)."""
         fate = (
             "kept in the _raw column"
             if not self._drop_new
@@ -228,13 +238,12 @@ class RecordPolice:
             if self.policy.keep is not None
             else "dropped (on_new_field='drop')"
         )
-        for name in sorted(record.keys() - self._seen):
-            self._seen.add(name)
-            self.new_fields.append(name)
+        for name in names:
             log.warning(
-                "Clarky %s has a field %r that the catalog does not know yet; it is %s.",
+                "Clarky %s has a field %r that the catalog does not know yet%s; it is %s.",
                 self.policy.resource.name,
                 name,
+                where,
                 fate,
             )
 
@@ -289,10 +298,10 @@ class ColumnPolicyArguments:
             on_new_field=self.on_new_field,
         )
 
-    def record_police(self, policy: ColumnPolicy) -> RecordPolice:
+    def record_police(self, policy: ColumnPolicy, *, warn_new_fields: bool = True) -> RecordPolice:
         """The policy's record function, with the key read from its connection when it hashes:
         before any request, so a missing key fails first."""
-        return policy.police(hash_key(self.hash_key_conn_id) if policy.hash else None)
+        return policy.police(hash_key(self.hash_key_conn_id) if policy.hash else None, warn=warn_new_fields)
 
 
 def hash_key(conn_id: str | None) -> KeyedHash:

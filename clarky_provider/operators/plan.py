@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from clarky_provider.exceptions import ClarkyConfigError
+from clarky_provider.hooks.changes import check_fraction, day_number
 from clarky_provider.normalize import minus_one_millisecond, primary_email, primary_phone, require_timestamp
 from clarky_provider.operators.columns import ColumnPolicy
 from clarky_provider.resources import Resource, encode_filters
@@ -79,22 +81,43 @@ class Read:
     changed_since: datetime | None
     #: The filters as the run's summary lists them (timestamps in ISO 8601).
     filters: dict[str, Any]
+    #: The share of parents a child resource's incremental read re-reads whole (0: none), and
+    #: the run's day, which picks the slice (``hooks.changes.Rotation``).
+    recheck_fraction: float = 0.0
+    recheck_day: int = 0
+
+    @property
+    def hook_options(self) -> dict[str, Any]:
+        """What ``ClarkyHook.paginate``/``paginate_units`` take besides the filters: the
+        incremental bound and the rotation."""
+        return {
+            "changed_since": self.changed_since,
+            "recheck_fraction": self.recheck_fraction,
+            "recheck_day": self.recheck_day,
+        }
 
 
 @dataclass(frozen=True)
 class ReadPlan:
     """How a load reads its resource: the user's filters and backfill window, and the lower
     bound of an incremental read (``updated_after``, else the table's watermark less
-    ``watermark_overlap``). The filters are checked and encoded here, before any request."""
+    ``watermark_overlap``), and the rotation of a child resource's incremental read:
+    ``recheck_fraction`` of its parents re-read whole per run (1/7: each once a week; 0: off),
+    the slice chosen by ``recheck_day`` (the run's date; default today, UTC). The filters and
+    the fraction are checked here, before any request."""
 
     resource: Resource
     filters: dict[str, Any]
     updated_after: datetime | None = None
     watermark_overlap: timedelta = timedelta(0)
+    recheck_fraction: float | str = 0.0
+    recheck_day: date | datetime | str | None = None
     params: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", encode_filters(self.resource, self.filters))
+        check_fraction(self.recheck_fraction)
+        day_number(self.recheck_day)
 
     def read(self, newest: datetime | None) -> Read:
         """The read given the table's newest cursor value (None: an empty table, or a load
@@ -114,11 +137,16 @@ class ReadPlan:
         if lower is not None and resource.incremental_filter:
             filters[resource.incremental_filter] = lower
             params.update(encode_filters(resource, {resource.incremental_filter: lower}))
-        changed_since = lower if lower is not None and resource.parent_change_fields else None
+        changed_since = lower if lower is not None and resource.change_signal else None
+        fraction = check_fraction(self.recheck_fraction) if changed_since is not None else Fraction(0)
         if changed_since is not None:
             filters["changed_since"] = changed_since
+        if fraction:
+            filters["recheck_fraction"] = str(fraction)
         shown = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items()}
-        return Read(resource.name, params, changed_since, shown)
+        return Read(
+            resource.name, params, changed_since, shown, float(fraction), day_number(self.recheck_day)
+        )
 
 
 class Plan(NamedTuple):

@@ -60,9 +60,7 @@ class ResourceRecords:
         progress = ProgressLog(read.resource, self.hook.stats, self.progress_interval)
         yield from map(
             self.police,
-            self.hook.paginate(
-                read.resource, on_page=progress.page, changed_since=read.changed_since, **read.params
-            ),
+            self.hook.paginate(read.resource, on_page=progress.page, **read.hook_options, **read.params),
         )
         progress.finish()
 

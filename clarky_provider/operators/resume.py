@@ -128,7 +128,7 @@ class ResumableRecords(ResourceRecords):
                 read.resource,
                 skip=done,
                 on_page=tracker.page,
-                changed_since=read.changed_since,
+                **read.hook_options,
                 **read.params,
             )
             for parent_id, records in lists:

@@ -12,6 +12,12 @@ row carries a hash of its content, and a record whose hash equals its row's is n
 all (a full snapshot compares before staging, any other merge in staging: see
 ``_drop_unchanged``). A failure anywhere leaves the target as it was, and a retry converges on
 the same table. Every statement comes from the dialect.
+
+A history (``write_mode="history"``, ``HistoryLayout``) takes the merge's path up to the
+target: the same staging, the same comparison of content hashes (with the record's current
+version only), the same delete detection; then, instead of the upsert, it closes the current
+version of each changed record and inserts the new one (``_new_versions``), and a deletion
+closes the version instead of flagging or removing the row.
 """
 
 from __future__ import annotations
@@ -24,14 +30,21 @@ from typing import Any
 
 from clarky_provider.normalize import parse_timestamp
 from clarky_provider.sql.dialects import WarehouseDialect
+from clarky_provider.sql.fields import FieldLedger
 from clarky_provider.sql.locks import wait_until
 from clarky_provider.sql.schema import (
+    FIELDS_TABLE,
+    HistoryLayout,
     Metadata,
     TableLayout,
     timestamp_or_none,
 )
 
 log = logging.getLogger(__name__)
+
+#: The write modes that compare each record with its row (its current version) by content hash,
+#: write only what changed, and detect deletes on full snapshots.
+COMPARING = ("merge", "history")
 
 #: The records to load, given the table's watermark: the newest cursor value it holds, or None
 #: (an empty table, or a load that does not start from the watermark).
@@ -45,14 +58,17 @@ class LoadPlan:
     layout: TableLayout
     schema: str | None
     table: str
-    write_mode: str  # merge, append or replace
-    delete_mode: str | None  # None, flag or remove
+    write_mode: str  # merge, append, replace or history (then ``layout`` is a HistoryLayout)
+    delete_mode: str | None  # None, flag or remove (a history closes the version either way)
     #: The records are every row there is: what they lack was deleted, and a merge compares
     #: each record with its row before staging.
     full_snapshot: bool
     #: The read starts from the table's watermark, which the load finds first.
     incremental: bool
     batch_size: int
+    #: A full snapshot of only the rows whose column (``Scope.column``) holds one of these
+    #: values: a targeted re-sync of named records, or of named parents' lists.
+    scope: Scope | None = None
 
     def partial_load_consequence(self) -> str:
         """What landing a partial read would have done to the table, for the error message."""
@@ -61,15 +77,24 @@ class LoadPlan:
             return (
                 f"{outcome} A partial replace would not have been safe: it drops the rows that were not read."
             )
-        if self.write_mode == "merge" and self.delete_mode and self.full_snapshot:
+        if self.write_mode in COMPARING and self.delete_mode and self.full_snapshot:
             return (
-                f"{outcome} A partial merge would not have been safe: delete_mode={self.delete_mode!r} would "
-                "have marked every record that was not read as deleted."
+                f"{outcome} A partial {self.write_mode} would not have been safe: delete_mode={self.delete_mode!r} "
+                "would have marked every record that was not read as deleted."
             )
         return (
             f"{outcome} A {self.write_mode} of the records read would have been safe (rows not read stay "
             "as they are), but a load never lands a partial read as if it were complete."
         )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a full snapshot covers when it is not the whole table: those whose ``column``
+    is one of ``values`` (a record's ``id``, or a child's parent key)."""
+
+    column: str
+    values: tuple[str, ...]
 
 
 @dataclass
@@ -92,12 +117,14 @@ def load(
     read: RecordSource,
     metadata: Metadata,
     finish: Callable[[Any], None] | None = None,
+    fields: FieldLedger | None = None,
 ) -> Loaded:
     """Run ``plan`` in one transaction on ``connection`` and commit; on any error roll back
     (and undo the DDL that committed, where DDL commits) and re-raise. ``finish(cursor)`` runs
-    last in the same transaction (a resumable load removes its saved progress there)."""
+    last in the same transaction (a resumable load removes its saved progress there);
+    ``fields`` notes there which new fields the table holds for the first time."""
     dialect.session.begin(connection)
-    table_load = _TableLoad(plan, dialect, dialect.session.cursor(connection), read, metadata)
+    table_load = _TableLoad(plan, dialect, dialect.session.cursor(connection), read, metadata, fields)
     try:
         loaded = table_load.run()
         if finish is not None:
@@ -135,11 +162,20 @@ class _TableLoad:
     """One load inside one open transaction."""
 
     def __init__(
-        self, plan: LoadPlan, dialect: WarehouseDialect, cursor: Any, read: RecordSource, metadata: Metadata
+        self,
+        plan: LoadPlan,
+        dialect: WarehouseDialect,
+        cursor: Any,
+        read: RecordSource,
+        metadata: Metadata,
+        fields: FieldLedger | None = None,
     ) -> None:
         self.plan, self.dialect, self.cursor, self.read, self.metadata = plan, dialect, cursor, read, metadata
+        self.fields = fields
         self.session, self.writer = dialect.session, dialect.writer(cursor)
         self.target = dialect.qualified(plan.schema, plan.table)
+        #: A history table's view of its current versions (``<table>_current``).
+        self.view = dialect.qualified(plan.schema, current_view(plan.table))
         self.staging = dialect.staging_table(plan.schema, f"_clarky_stage_{plan.table}")
         self.gone = dialect.staging_table(plan.schema, f"_clarky_gone_{plan.table}")
         self.claimed = False  # whether this transaction holds the table's lock (see _ensure_table)
@@ -147,29 +183,41 @@ class _TableLoad:
         self.added: list[str] = []  # columns this load added: every row must be written again
 
     def run(self) -> Loaded:
-        plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
         self._ensure_table()
+        loaded = self._write()
+        if self.fields is not None and self.fields.seen():
+            if self.dialect.capabilities.transactional_ddl:
+                self._ensure_ledger()
+            self.fields.record(self.cursor, self._stamp())
+        return loaded
+
+    def _write(self) -> Loaded:
+        plan, layout, dialect, cur = self.plan, self.plan.layout, self.dialect, self.cursor
         newest = self._newest() if plan.incremental else None
         if self._direct_load_possible():
+            if not dialect.capabilities.transactional_ddl:  # after the rows, its DDL would commit them
+                self._ensure_ledger()
             return self._loaded(newest, self._stream(self.target, newest, None))
-        known = self._known_rows() if plan.write_mode == "merge" and plan.full_snapshot else None
+        known = self._known_rows() if plan.write_mode in COMPARING and plan.full_snapshot else None
         cur.execute(dialect.create_table(self.staging, layout, temporary=True))
         streamed = self._stream(self.staging, newest, known)
         loaded = self._loaded(newest, streamed)
         if known and plan.delete_mode:
             self._stage_gone(known)
+        if not dialect.capabilities.transactional_ddl and self.fields is not None and self.fields.seen():
+            self._ensure_ledger()  # the last moment DDL commits nothing of the target's
         self.session.begin_changes(cur)
         if plan.write_mode == "merge":
             staged = streamed.written
             if known is None:  # not a full snapshot: staged as read, compared here
                 unchanged = self._drop_unchanged(staged)
                 staged -= unchanged
-                cur.execute(dialect.count_existing(self.target, self.staging, layout))
-                existing = cur.fetchone()[0]
-                loaded.rows_updated, loaded.rows_inserted = existing, staged - existing
+                self._count_existing(staged, loaded)
                 loaded.rows_unchanged = unchanged
             if staged:
                 cur.execute(dialect.upsert(self.target, self.staging, layout))
+        elif plan.write_mode == "history":
+            self._new_versions(streamed.written, known is not None, loaded)
         elif plan.write_mode == "replace":
             cur.execute(dialect.count_rows(self.target))
             loaded.rows_deleted = cur.fetchone()[0]
@@ -184,6 +232,41 @@ class _TableLoad:
                 cur.execute(drop)
         return loaded
 
+    def _new_versions(self, staged: int, compared: bool, loaded: Loaded) -> None:
+        """History: of the ``staged`` records (already ``compared`` with their current versions
+        while streamed, on a full snapshot), the unchanged are dropped; those the API flags
+        deleted close their current version; each other one closes its record's current
+        version where it starts, and is inserted as the new current version."""
+        layout, dialect, cur = self.plan.layout, self.dialect, self.cursor
+        assert isinstance(layout, HistoryLayout)
+        if not compared:
+            staged -= self._drop_unchanged(staged)
+        closed = 0
+        if layout.deleted_field and staged:
+            flagged = dialect.flagged(layout.deleted_field)
+            cur.execute(dialect.close_gone(self.target, self.staging, layout, flagged), (self._stamp(),) * 2)
+            closed = max(cur.rowcount, 0)
+            cur.execute(dialect.remove_flagged(self.staging, layout.deleted_field))
+            cur.execute(dialect.count_rows(self.staging))
+            staged = int(cur.fetchone()[0])
+        self._count_existing(staged, loaded)
+        loaded.rows_unchanged = loaded.rows_fetched - staged - closed
+        loaded.rows_deleted += closed
+        if staged:
+            cur.execute(dialect.restamp_versions(self.target, self.staging, layout), (self._stamp(),))
+            cur.execute(dialect.close_versions(self.target, self.staging, layout))
+            cur.execute(dialect.insert_all(self.target, self.staging, layout))
+
+    def _count_existing(self, staged: int, loaded: Loaded) -> None:
+        """Split the ``staged`` records into updated (the target has the record) and inserted."""
+        self.cursor.execute(self.dialect.count_existing(self.target, self.staging, self.plan.layout))
+        existing = self.cursor.fetchone()[0]
+        loaded.rows_updated, loaded.rows_inserted = existing, staged - existing
+
+    def _stamp(self) -> Any:
+        """The load's start, as this warehouse takes timestamps (a deletion's, a version's)."""
+        return self.writer.timestamp_encoder()(self.metadata[0])
+
     def undo_committed_ddl(self) -> None:
         """After a failed load, where DDL committed, drop the table it created or the columns it
         added, so the table is as it was; where DDL is transactional the rollback already did.
@@ -193,6 +276,8 @@ class _TableLoad:
         dialect = self.dialect
         if self.created:
             undo = [(self.target, dialect.any_row(self.target), dialect.drop_table(self.target))]
+            if self.plan.layout.versioned:  # its view first
+                undo.insert(0, (self.view, dialect.any_row(self.target), dialect.drop_view(self.view)))
         else:
             undo = [
                 (
@@ -210,6 +295,12 @@ class _TableLoad:
                     log.info("Dropped %s again: this failed load had made it", what)
             except Exception:
                 log.warning("Could not drop %s, which this failed load made (it is empty)", what)
+        if self.added and self.plan.layout.versioned:
+            try:  # the view this load made again, with the columns it added
+                for statement in dialect.current_view(self.view, self.target):
+                    self.session.undo(self.cursor, statement)
+            except Exception:
+                log.warning("Could not make %s again; rerun the load to fix it", self.view)
 
     # -- the table --------------------------------------------------------------------------
 
@@ -248,12 +339,30 @@ class _TableLoad:
             log.info("Creating table %s for %s", self.target, plan.layout.spec.source)
             cur.execute(dialect.create_table(self.target, plan.layout))
             self.created = True
+        else:
+            for column in plan.layout.columns:
+                if column.name not in existing:
+                    log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
+                    cur.execute(dialect.add_column(self.target, column.name, column.type))
+                    self.added.append(column.name)
+        if plan.layout.versioned and (self.created or self.added):
+            for statement in dialect.current_view(self.view, self.target):
+                cur.execute(statement)
+
+    def _ensure_ledger(self) -> None:
+        """Create the schema's ``_clarky_fields`` where missing (``sql/fields.py``), under its lock
+        like the table: once a load has new fields to note, or, where DDL commits, before rows
+        go straight into the target. The last lock a load takes, so no two loads wait for each
+        other in a circle."""
+        fields, cur = self.fields, self.cursor
+        if fields is None:
             return
-        for column in plan.layout.columns:
-            if column.name not in existing:
-                log.warning("Adding column %s to %s (new in the catalog)", column.name, self.target)
-                cur.execute(dialect.add_column(self.target, column.name, column.type))
-                self.added.append(column.name)
+
+        def missing() -> bool:
+            return fields.missing(cur)
+
+        if self._claim_if(missing, self.plan.schema, FIELDS_TABLE, fields.ledger) and missing():
+            cur.execute(fields.create())
 
     def _claim_if(self, needed: Callable[[], bool], schema: str | None, table: str | None, what: str) -> bool:
         """Take the lock on ``schema``/``table`` if ``needed()``, waiting while another load
@@ -277,11 +386,15 @@ class _TableLoad:
             return True
         if self.plan.write_mode == "replace":
             return True  # two replaces at once: the second's DELETE would miss the first's rows
-        return (
-            self.plan.write_mode == "merge"
-            and self.dialect.capabilities.direct_first_loads
-            and self._target_is_empty()
-        )
+        return self.plan.write_mode in COMPARING and self._first_load_direct() and self._target_is_empty()
+
+    def _first_load_direct(self) -> bool:
+        """Whether the engine may stream a first load into its empty target; never a history's
+        whose records carry the API's deletion flag (those must not land as current versions)."""
+        layout = self.plan.layout
+        if isinstance(layout, HistoryLayout) and layout.deleted_field:
+            return False
+        return self.dialect.capabilities.direct_first_loads
 
     def _direct_load_possible(self) -> bool:
         """Whether rows can go straight into the target instead of through staging.
@@ -293,10 +406,9 @@ class _TableLoad:
         does so: other loads of the table then wait for it by polling, not in a ``LOCK`` that a
         ``statement_timeout`` ends.
         """
-        capabilities = self.dialect.capabilities
         if self.plan.write_mode == "append":
-            return capabilities.direct_appends
-        if not capabilities.direct_first_loads or not self.claimed or not self._target_is_empty():
+            return self.dialect.capabilities.direct_appends
+        if not self._first_load_direct() or not self.claimed or not self._target_is_empty():
             return False
         self.session.lock_empty_target(self.cursor, self.target)
         if not self._target_is_empty():  # a writer committed rows before the lock was granted
@@ -316,9 +428,15 @@ class _TableLoad:
         return newest
 
     def _known_rows(self) -> dict[Any, int | None]:
-        """Every row's key and content hash, before a full snapshot is merged in: a record whose
-        hash is unchanged is not written. About 100 bytes a row in memory."""
-        self.cursor.execute(self.dialect.key_hashes(self.target, self.plan.layout))
+        """Every row's key and content hash (of the plan's ``scope`` only, where it has one),
+        before a full snapshot is merged in: a record whose hash is unchanged is not written.
+        About 100 bytes a row in memory."""
+        scope = self.plan.scope
+        if scope is None:
+            self.cursor.execute(self.dialect.key_hashes(self.target, self.plan.layout))
+        else:
+            within = (scope.column, len(scope.values))
+            self.cursor.execute(self.dialect.key_hashes(self.target, self.plan.layout, within), scope.values)
         width = len(self.plan.layout.primary_key)
         if width == 1:
             return {key: digest for key, digest in self.cursor.fetchall()}
@@ -386,7 +504,7 @@ class _TableLoad:
 
     def _apply_deletes(self, gone: dict[Any, int | None] | None) -> int:
         mode = self.plan.delete_mode
-        if mode is None or self.plan.write_mode != "merge":
+        if mode is None or self.plan.write_mode not in COMPARING:
             return 0
         if gone is None:
             log.info("delete_mode=%s skipped: only a complete snapshot shows what was deleted", mode)
@@ -394,11 +512,12 @@ class _TableLoad:
         if not gone:
             return 0
         keys = self.plan.layout.key_columns()
-        if mode == "remove":
+        if self.plan.layout.versioned:  # a history closes the current version, keeps them all
+            self.cursor.execute(self.dialect.close_gone(self.target, self.gone, keys), (self._stamp(),) * 2)
+        elif mode == "remove":
             self.cursor.execute(self.dialect.remove_gone(self.target, self.gone, keys))
         else:
-            stamp = self.writer.timestamp_encoder()(self.metadata[0])
-            self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (stamp,))
+            self.cursor.execute(self.dialect.flag_gone(self.target, self.gone, keys), (self._stamp(),))
         return max(self.cursor.rowcount, 0)
 
     def _loaded(self, newest: datetime | None, streamed: _Streamed) -> Loaded:
@@ -431,3 +550,8 @@ def _rollback(connection: Any) -> None:
         connection.rollback()
     except Exception:
         log.warning("Rollback failed; the database discards the open transaction with the connection")
+
+
+def current_view(table: str) -> str:
+    """The name of a history table's view of its current versions."""
+    return f"{table}_current"

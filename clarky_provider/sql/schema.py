@@ -127,12 +127,25 @@ class Column:
 
 
 class Columns:
-    """Columns of a table, in order, and its primary key: what every statement is built from."""
+    """Columns of a table, in order, and its primary key: what every statement is built from.
 
-    def __init__(self, columns: tuple[Column, ...], primary_key: tuple[str, ...]) -> None:
+    ``primary_key`` is a record's key, what statements match staging and target rows on;
+    ``table_key`` the table's ``PRIMARY KEY`` (the same, but for a history table, which holds
+    several versions of a record: see ``HistoryLayout``)."""
+
+    #: Whether rows are versions of records, of which only the current one is compared.
+    versioned = False
+
+    def __init__(
+        self,
+        columns: tuple[Column, ...],
+        primary_key: tuple[str, ...],
+        table_key: tuple[str, ...] | None = None,
+    ) -> None:
         self.columns = columns
         self.names = tuple(c.name for c in columns)
         self.primary_key = primary_key
+        self.table_key = table_key or primary_key
 
     def key_columns(self) -> Columns:
         """Only the primary key: the table of keys gone upstream (delete detection)."""
@@ -166,11 +179,30 @@ PROGRESS = Columns(
     (P_LOAD, P_SEQ),
 )
 
+#: The table where loads remember which fields the catalog does not know each table has held
+#: (``sql/fields.py``), one per schema: a new field is warned about once, when it first appears.
+FIELDS_TABLE = "_clarky_fields"
+F_TABLE, F_FIELD, F_FIRST_SEEN = "_table", "_field", "_first_seen"
+FIELDS = Columns(
+    (
+        Column(F_TABLE, FieldType.STRING, primary_key=True),
+        Column(F_FIELD, FieldType.STRING, primary_key=True),
+        Column(F_FIRST_SEEN, FieldType.TIMESTAMP),
+    ),
+    (F_TABLE, F_FIELD),
+)
+
+#: A history table's columns (``HistoryLayout``): when a version began and ended (NULL while it
+#: is current), and whether it is current.
+VALID_FROM, VALID_TO, IS_CURRENT = "_valid_from", "_valid_to", "_is_current"
+
 
 class TableLayout(Columns):
     """Columns of a spec's table and the conversion of records into rows in that order."""
 
-    def __init__(self, spec: TableSpec) -> None:
+    def __init__(
+        self, spec: TableSpec, extra: tuple[Column, ...] = (), table_key: tuple[str, ...] | None = None
+    ) -> None:
         self.spec = spec
         pk = set(spec.primary_key)
         columns = [Column(f.name, f.type, f.name in pk) for f in spec.fields]
@@ -182,8 +214,9 @@ class TableLayout(Columns):
             Column(RUN_ID, FieldType.STRING),
             Column(DELETED_AT, FieldType.TIMESTAMP),
             Column(CONTENT_HASH, FieldType.INTEGER),
+            *extra,
         ]
-        super().__init__(tuple(columns), spec.primary_key)
+        super().__init__(tuple(columns), spec.primary_key, table_key)
         self._derived = tuple(d.value for d in spec.derived)
         self._row = self.row_maker()
 
@@ -258,3 +291,47 @@ class TableLayout(Columns):
             return raw, int.from_bytes(digest, "big", signed=True)
 
         return encode
+
+
+class HistoryLayout(TableLayout):
+    """A history table (``write_mode="history"``): one row per version of a record, keyed by
+    the record's key and ``_valid_from``, with ``_valid_to`` (NULL while current) and
+    ``_is_current``.
+
+    A version starts at the record's ``version_field`` (``updated_at``) where it has one, else
+    at the load's start (``_loaded_at``); the load engine moves a start that is not after the
+    record's last version to the load's start (``WarehouseDialect.restamp_versions``).
+    ``deleted_field`` is the API's own deletion flag: a record read with it set closes its
+    version instead of opening one.
+    """
+
+    versioned = True
+
+    def __init__(self, spec: TableSpec, version_field: str | None, deleted_field: str | None) -> None:
+        self.version_field, self.deleted_field = version_field, deleted_field
+        super().__init__(
+            spec,
+            (
+                Column(VALID_FROM, FieldType.TIMESTAMP),
+                Column(VALID_TO, FieldType.TIMESTAMP),
+                Column(IS_CURRENT, FieldType.BOOLEAN),
+            ),
+            (*spec.primary_key, VALID_FROM),
+        )
+
+    def row_maker(
+        self,
+        encode_json: Callable[[Any], Any] = to_json,
+        timestamp: Callable[[Any], Any] = timestamp_or_none,
+    ) -> RowMaker:
+        """The table's row, then a current version's ``_valid_from``, ``_valid_to`` and
+        ``_is_current``."""
+        make, field = super().row_maker(encode_json, timestamp), self.version_field
+
+        def row(
+            record: dict[str, Any], metadata: Metadata, encoded: Encoded | None = None
+        ) -> tuple[Any, ...]:
+            start = timestamp(record.get(field)) if field else None
+            return (*make(record, metadata, encoded), metadata[0] if start is None else start, None, True)
+
+        return row

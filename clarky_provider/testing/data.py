@@ -328,8 +328,10 @@ class RecordFactory:
         }
 
     def conversation(self, bot_id: str, contact_ids: list[str], number: int) -> dict[str, Any]:
+        """A conversation made some time in the history; its message times are the store's to set."""
         rng = self.rng
         deleted = number % 10 == 3  # one in ten soft-deleted, hidden from default lists
+        created = self.timestamp_between(EPOCH_END - HISTORY, EPOCH_END)
         return {
             "id": self.make_id(None, uuid_share=1.0),
             "bot_id": bot_id,
@@ -345,13 +347,15 @@ class RecordFactory:
             "archived": rng.choice([True, False, None]),
             "archived_at": None,
             "deleted": True if deleted else rng.choice([False, None]),
+            "created_at": format_api_timestamp(created, millis=True),
         }
 
-    def message(self, conversation_id: str, index: int) -> dict[str, Any]:
+    def message(self, conversation_id: str, index: int, started: datetime = EPOCH_END) -> dict[str, Any]:
+        """The ``index``-th message of a conversation that started at ``started`` (7 minutes apart)."""
         return {
             "id": self.make_id(None, uuid_share=1.0),
             "conversation_id": conversation_id,
             "role": "assistant" if index % 2 else "user",
             "content": self.text(1, 12),
-            "created_at": format_api_timestamp(EPOCH_END + timedelta(minutes=index), millis=True),
+            "created_at": format_api_timestamp(started + timedelta(minutes=7 * index), millis=True),
         }

@@ -70,6 +70,10 @@ class DatasetSize:
     conversations: int | None = None
     messages_per_conversation: int = 3
     activities_per_contact: float = 1.0
+    #: Conversations carry the times the docs describe (the catalog's assumed fields: last
+    #: message, participant's last activity, created_at, updated_at); False serves them without,
+    #: as the API would if those fields are missing or named otherwise.
+    message_signal: bool = True
 
 
 class ClarkyStore:
@@ -128,10 +132,12 @@ class ClarkyStore:
         )
         for number in range(n_conversations):
             conversation = f.conversation(f.rng.choice(bot_ids), contact_ids, number)
-            self._collection("conversations").put(conversation)
+            started = parse_timestamp(conversation["created_at"])
+            assert started is not None
             messages = self._collection("conversation_messages", conversation["id"])
             for index in range(size.messages_per_conversation):
-                messages.put(f.message(conversation["id"], index), position=0)  # newest first
+                messages.put(f.message(conversation["id"], index, started), position=0)  # newest first
+            self._collection("conversations").put(self._conversation_times(conversation))
 
     def _add_activities(self, contact: dict[str, Any]) -> None:
         """The contact's activities, newest first, and its ``last_contacted_at`` = the newest (as documented)."""
@@ -141,8 +147,30 @@ class ClarkyStore:
         made = [self.factory.activity(contact) for _ in range(count)]
         for activity in sorted(made, key=lambda a: epoch_of(a["created_at"]) or 0.0, reverse=True):
             activities.put(activity)
-        newest = activities.records[activities.order[0]]["created_at"] if activities.order else None
-        self._collection("contacts").put({**contact, "last_contacted_at": newest})
+        self._collection("contacts").put(self._signalled("contact_activities", contact))
+
+    def _signalled(self, child: str, parent: dict[str, Any]) -> dict[str, Any]:
+        """``parent`` with the fields of its children's change signal (the catalog's, e.g. a
+        contact's ``last_contacted_at``) set to its newest child's time, as the docs describe."""
+        res = RESOURCES[child]
+        assert res.change_signal is not None and res.newest_first_by is not None
+        children = self._collection(child, parent["id"])
+        newest = children.records[children.order[0]][res.newest_first_by] if children.order else None
+        return {**parent, **dict.fromkeys(res.change_signal.moved_by, newest)}
+
+    def _conversation_times(self, conversation: dict[str, Any]) -> dict[str, Any]:
+        """The conversation with the times the docs describe: its last message (the change
+        signal), the participant's last activity (their newest message) and ``updated_at`` (the
+        later of its creation and last message); without any of them if ``message_signal`` is off."""
+        if not self.size.message_signal:
+            hidden = RESOURCES["conversations"].assumed_fields
+            return {k: v for k, v in conversation.items() if k not in hidden}
+        messages = list(self._collection("conversation_messages", conversation["id"]))  # newest first
+        return {
+            **self._signalled("conversation_messages", conversation),
+            "last_activity_at": next((m["created_at"] for m in messages if m.get("role") == "user"), None),
+            "updated_at": messages[0]["created_at"] if messages else conversation.get("created_at"),
+        }
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -236,8 +264,8 @@ class ClarkyStore:
         """New activities on ``contacts`` random contacts, as a day of CRM use adds them.
 
         Each goes first in its contact's list (newest first) and moves the contact's
-        ``last_contacted_at``; its ``updated_at`` stays as it was (the docs do not say an
-        activity changes it). Returns the contact ids.
+        ``last_contacted_at`` (the catalog's change signal); its ``updated_at`` stays as it was
+        (the docs do not say an activity changes it). Returns the contact ids.
         """
         stamp = format_api_timestamp(datetime.now(timezone.utc), millis=True)
         with self.lock:
@@ -247,15 +275,16 @@ class ClarkyStore:
                 contact = people.records[contact_id]
                 activity = {**self.factory.activity(contact), "created_at": stamp}
                 self._collection("contact_activities", contact_id).put(activity, position=0)
-                people.put({**contact, "last_contacted_at": stamp})
+                people.put(self._signalled("contact_activities", contact))
             self.version += 1
         return chosen
 
     def log_messages(self, conversations: int) -> list[str]:
         """A new message (now) first in ``conversations`` random conversations; returns their ids.
 
-        Nothing on the conversation records changes: the docs give conversations no field that
-        says a message arrived, which is why messages cannot be read incrementally.
+        It moves the conversation's time of the last message (the catalog's change signal),
+        ``updated_at``, and the participant's last activity if the participant wrote it; with
+        ``message_signal`` off the conversations carry none of these and nothing on them moves.
         """
         with self.lock:
             threads = self._collection("conversations")
@@ -265,6 +294,7 @@ class ClarkyStore:
                 message = self.factory.message(conversation_id, len(messages.order))
                 message["created_at"] = format_api_timestamp(datetime.now(timezone.utc), millis=True)
                 messages.put(message, position=0)
+                threads.put(self._conversation_times(threads.records[conversation_id]))
             self.version += 1
         return chosen
 

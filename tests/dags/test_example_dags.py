@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import importlib.util
+import json
 import socket
 import sqlite3
 import warnings
@@ -17,6 +19,16 @@ from tests.conftest import DAGS, run_example_dag
 from tests.warehouse import assert_table_matches
 
 DAG_FILES = sorted(DAGS.glob("*.py"))
+#: The key of the example history's hashed e-mails (``clarky_contacts_incremental``).
+HASH_KEY = "example-" + "5d1f0c9e2a7b"
+
+
+@pytest.fixture(autouse=True)
+def hash_key_connection(monkeypatch):
+    """The connection whose password is the key of the examples' ``hash_columns``."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLARKY_HASH_KEY", json.dumps({"conn_type": "generic", "password": HASH_KEY})
+    )
 
 
 def _no_io(*args, **kwargs):
@@ -64,6 +76,23 @@ def test_incremental_dag_catches_up(airflow_db, emulator, warehouse):
     emulator.mutate(inserts=4, updates=6)
     _run("clarky_contacts_incremental")
     assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+
+
+def test_incremental_dag_keeps_a_history_with_hashed_emails(airflow_db, emulator, warehouse):
+    """One version per contact, then one more per contact each run saw changed; the current
+    versions are today's contacts, and no e-mail address reaches the history in plain text."""
+    _run("clarky_contacts_incremental")
+    changed = emulator.mutate(inserts=4, updates=6)
+    _run("clarky_contacts_incremental")
+    live = {r["id"]: r for r in emulator.dataset["contacts"]}
+    rows = warehouse.query("SELECT id, _is_current, emails, primary_email FROM contacts_history")
+    assert len(rows) == 304 + len(set(changed["updated"]))
+    current = {row[0]: row for row in rows if row[1]}
+    assert set(current) == set(live)
+    first = next(r for r in live.values() if r.get("emails") and isinstance(r["emails"][0], dict))
+    address = first["emails"][0]["email"]
+    hashed = hmac.new(HASH_KEY.encode(), address.strip().lower().encode(), "sha256").hexdigest()
+    assert hashed in str(current[first["id"]][2]) and address not in str(rows)
 
 
 def test_backfill_over_three_windows_equals_one_full_load(airflow_db, emulator, warehouse):
@@ -175,3 +204,19 @@ def test_retries_back_off_from_one_rate_window(path):
         for try_number, wait in enumerate(waits[:3], start=1):
             assert 60 * 2 ** (try_number - 1) <= wait < 60 * 2**try_number, (task.task_id, waits)
         assert waits[-1] == 600, (task.task_id, waits)
+
+
+def test_resync_dag_re_syncs_the_ids_it_is_triggered_with(airflow_db, emulator, warehouse):
+    _run("clarky_full_sync")
+    changed = emulator.mutate(updates=2, deletes=1)
+    named = [*changed["updated"], *changed["deleted"]]
+    requests = emulator.stats.requests
+    _run("clarky_resync_records", resource="contacts", record_ids=named)
+    assert emulator.stats.requests - requests == len(set(named))
+    assert_table_matches(warehouse, "contacts", "contacts", emulator.dataset["contacts"])
+
+
+def test_resync_dag_without_ids_fails_instead_of_loading_everything(airflow_db, emulator, warehouse):
+    run = run_example_dag("clarky_resync_records", retries=0, resource="contacts", record_ids=[])
+    assert run.state == "failed"
+    assert emulator.stats.requests == 0

@@ -219,6 +219,8 @@ class AirflowDeployment(Service):
     :param pools: pools created once the api-server is up (name -> slots). By default the example
         DAGs' ``clarky_api`` pool with ``parallelism`` slots: on one host the processes of a key
         share its pacing, so the pool need not cap them (docs/rate-limits.md).
+    :param triggerer: also run ``airflow triggerer`` (deferred tasks, and the triggers of Asset
+        watchers), without its log server (it would listen on every interface).
     """
 
     def __init__(
@@ -234,6 +236,7 @@ class AirflowDeployment(Service):
         pools: Mapping[str, int] | None = None,
         startup_timeout: float = 120.0,
         stop_timeout: float = 15.0,
+        triggerer: bool = False,
     ) -> None:
         self.root = Path(root)
         self.home = self.root / "airflow-home"
@@ -247,6 +250,7 @@ class AirflowDeployment(Service):
         self.pools = dict(pools) if pools is not None else {CLARKY_POOL: parallelism}
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.triggerer = triggerer
         self.db_name = f"airflow_e2e_{uuid.uuid4().hex[:12]}"
         self.api_port = 0
         self._db_created = False
@@ -278,6 +282,8 @@ class AirflowDeployment(Service):
         self.timings["migrate"] = time.monotonic() - t0
         for service in SERVICES:
             self._start_service(service)
+        if self.triggerer:
+            self._start_service("triggerer", ["triggerer", "--skip-serve-logs"])
         if self.celery:
             for worker, worker_env in self.celery.workers.items():
                 self._start_service(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import heapq
 import itertools
@@ -124,6 +125,105 @@ def test_a_pause_holds_callers_already_waiting_for_their_slot(folder, fake_clock
     monkeypatch.setattr(time, "sleep", sleep_while_the_other_process_hits_a_429)
     assert second.acquire() == pytest.approx(5)
     assert fake_clock.sleeps == pytest.approx([INTERVAL, 5 - INTERVAL])
+
+
+# -- the async path (the triggerer's event loop) shares the same slots and state file ----------
+
+
+@pytest.fixture
+def fake_async_sleep(fake_clock, monkeypatch):
+    """``asyncio.sleep`` on the fake clock, as ``time.sleep`` is."""
+
+    async def sleep(seconds: float) -> None:
+        fake_clock.sleep(seconds)
+
+    monkeypatch.setattr(rate_limit.asyncio, "sleep", sleep)
+    return fake_clock
+
+
+def test_budget_headers_of_either_client_are_observed(folder, fake_clock):
+    """``observe_headers`` reads requests' and httpx's header mappings alike (any case)."""
+    import httpx
+
+    first, second = limiter(folder), limiter(folder)
+    headers = httpx.Headers(
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(fake_clock.epoch + 20.25)}
+    )
+    assert first.observe_headers(headers) == 0
+    assert second.acquire() == pytest.approx(20.25)
+    assert first.observe_headers({"X-RateLimit-Limit": "120"}) is None  # no budget headers: nothing
+
+
+def test_async_and_sync_callers_on_one_state_file_take_turns(folder, fake_async_sleep):
+    """A trigger's poll (async, in the triggerer) and a sync task (another process) share slots."""
+    trigger, sync = limiter(folder), limiter(folder)
+    waits = [
+        sync.acquire(),
+        asyncio.run(trigger.acquire_async()),
+        sync.acquire(),
+        asyncio.run(trigger.acquire_async()),
+    ]
+    assert waits == pytest.approx([0, INTERVAL, INTERVAL, INTERVAL])
+    assert trigger.waited_seconds == pytest.approx(2 * INTERVAL)
+
+
+def test_a_sync_callers_429_holds_an_async_caller_already_waiting(folder, fake_async_sleep, monkeypatch):
+    trigger, sync = limiter(folder), limiter(folder)
+    sync.acquire()
+    clock = fake_async_sleep
+
+    async def sleep_while_the_sync_task_hits_a_429(seconds: float) -> None:
+        if not clock.sleeps:
+            sync.pause(5)
+        clock.sleep(seconds)
+
+    monkeypatch.setattr(rate_limit.asyncio, "sleep", sleep_while_the_sync_task_hits_a_429)
+    assert asyncio.run(trigger.acquire_async()) == pytest.approx(5)
+    assert clock.sleeps == pytest.approx([INTERVAL, 5 - INTERVAL])
+
+
+def test_async_waits_leave_the_event_loop_free_and_interleave_with_a_threads(folder):
+    """Real clock: a thread's sync acquires and a coroutine's async ones on one state file get
+    distinct slots one interval apart, while another coroutine keeps running on the loop."""
+    rpm = 600  # ~0.1 s slots
+    interval = 60 / (rpm * rate_limit.UTILISATION)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def sync_task() -> None:
+        one = limiter(folder, rpm=rpm)
+        for _ in range(5):
+            one.acquire()
+            with lock:
+                starts.append(time.time())
+
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        beat = asyncio.create_task(ticker())
+        thread = threading.Thread(target=sync_task)
+        thread.start()
+        one = limiter(folder, rpm=rpm)
+        for _ in range(5):
+            await one.acquire_async()
+            with lock:
+                starts.append(time.time())
+        await asyncio.to_thread(thread.join, 30)
+        beat.cancel()
+        return ticks
+
+    ticks = asyncio.run(main())
+    starts.sort()
+    assert len(starts) == 10
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= interval * 0.9, gaps
+    assert ticks >= 0.5 * (starts[-1] - starts[0]) / 0.01  # the loop ran while the coroutine waited
 
 
 # -- pacing from the server's headers (what other hosts spend) ---------------------------------

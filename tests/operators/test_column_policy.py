@@ -1,7 +1,7 @@
 """The column policy (docs/privacy.md): what ``exclude_columns`` drops and ``hash_columns`` hashes
 exists nowhere downstream (every column, ``_raw``, the progress of a resumable load, export
 files), on every engine; ``columns=`` makes only those columns; bad names and a missing key fail
-before any request; new fields are reported once."""
+before any request; new fields are reported once, and warned about once per table."""
 
 from __future__ import annotations
 
@@ -262,6 +262,33 @@ def test_new_fields_are_listed_once_and_follow_on_new_field(
     assert sum("x_engagement_score" in r.getMessage() for r in caplog.records) == 1
     rows = ClarkySqlite(tmp_path / "w.db").raws()
     assert all(("x_engagement_score" in rows[key]) is (on_new_field == "raw") for key in holders)
+
+
+@pytest.mark.parametrize("on_new_field", ["raw", "drop"])
+def test_a_new_field_is_warned_about_when_it_first_appears_in_a_table(
+    emulator, warehouse, caplog, on_new_field
+):
+    """Every load lists a new field in its summary (data); only the first load of each table
+    warns. The memory is the warehouse's ``_clarky_fields``, written in the load's transaction,
+    so another process (each load here is a new operator) remembers too."""
+
+    def warnings(**kwargs: Any) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            summary = load(on_new_field=on_new_field, incremental="full", **kwargs)
+        assert summary["new_fields"] == ["x_engagement_score"]
+        return [r.getMessage() for r in caplog.records if "x_engagement_score" in r.getMessage()]
+
+    first = warnings()
+    assert len(first) == 1 and "new in table contacts)" in first[0]
+    assert warnings() == []  # the same data again
+    again = warnings(table="contacts_copy")  # another table: new there
+    assert len(again) == 1 and "new in table contacts_copy)" in again[0]
+    assert warnings(table="contacts_copy") == warnings() == []
+    assert sorted(warehouse.query("SELECT _table, _field FROM _clarky_fields")) == [
+        ("contacts", "x_engagement_score"),
+        ("contacts_copy", "x_engagement_score"),
+    ]
 
 
 class ClarkySqlite:

@@ -74,7 +74,8 @@ def test_changed_since_needs_a_resource_with_a_change_signal(monkeypatch):
     with ClarkyEmulator(10, rate_limit=None) as emu:
         monkeypatch.setenv("AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri())
         with pytest.raises(
-            ClarkyConfigError, match=r"'companies' has none \(resources that do: contact_activities\)"
+            ClarkyConfigError,
+            match=r"'companies' has none \(resources that do: contact_activities, conversation_messages\)",
         ):
             list(ClarkyHook().paginate("companies", changed_since="2026-01-01T00:00:00Z"))
         assert emu.stats.requests == 0

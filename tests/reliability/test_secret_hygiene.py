@@ -3,6 +3,7 @@ XCom, rendered templates or Airflow's database."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,6 +27,11 @@ def test_key_is_never_written_anywhere(airflow_db, warehouse, monkeypatch, caplo
         monkeypatch.setenv(
             "AIRFLOW_CONN_CLARKY_DEFAULT", emu.connection_uri(retry_backoff=0.01, max_retries=8)
         )
+        # the incremental DAG's history hashes e-mails under this connection's password
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CLARKY_HASH_KEY",
+            json.dumps({"conn_type": "generic", "password": "hygiene-hash-key"}),
+        )
         with caplog.at_level(logging.DEBUG):
             assert run_example_dag("clarky_full_sync").state == "success"
             truth = emu.dataset
@@ -34,8 +40,10 @@ def test_key_is_never_written_anywhere(airflow_db, warehouse, monkeypatch, caplo
             emu.revoke(key)  # then a run that fails on the revoked key, without task retries
             failed = run_example_dag("clarky_contacts_incremental")
             assert failed.state == "failed"
-            (attempt,) = failed.get_task_instances()
-            assert attempt.max_tries == 3 and attempt.try_number == 1 and attempt.state == "failed"
+            attempts = failed.get_task_instances()  # the merge and the history: both on the key
+            assert {ti.task_id for ti in attempts} == {"load_contacts", "load_contacts_history"}
+            for attempt in attempts:
+                assert attempt.max_tries == 3 and attempt.try_number == 1 and attempt.state == "failed"
         assert sum(emu.stats.faults_injected.values()) > 0
     out, err = capfd.readouterr()
     printed = caplog.text + out + err

@@ -23,6 +23,9 @@ from clarky_provider.sql.dialects.writer import BulkWriter
 from clarky_provider.sql.schema import (
     CONTENT_HASH,
     DELETED_AT,
+    F_FIELD,
+    F_TABLE,
+    IS_CURRENT,
     P_LOAD,
     P_PLAN,
     P_RECORD,
@@ -30,6 +33,8 @@ from clarky_provider.sql.schema import (
     P_SEQ,
     P_TABLE,
     P_UNIT,
+    VALID_FROM,
+    VALID_TO,
     Column,
     Columns,
 )
@@ -111,7 +116,7 @@ class WarehouseDialect(Dialect):
         ]
         if temporary:
             return f"CREATE {self.temporary} TABLE {qualified} ({', '.join(definitions)})"
-        pk = ", ".join(self.quote(k) for k in columns.primary_key)
+        pk = ", ".join(self.quote(k) for k in columns.table_key)
         return f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(definitions)}, PRIMARY KEY ({pk}))"
 
     def staging_table(self, schema: str | None, name: str) -> str:
@@ -120,6 +125,9 @@ class WarehouseDialect(Dialect):
 
     def drop_table(self, table: str) -> str:
         return f"DROP TABLE IF EXISTS {table}"
+
+    def drop_view(self, view: str) -> str:
+        return f"DROP VIEW IF EXISTS {view}"
 
     def drop_column(self, table: str, name: str) -> str:
         return f"ALTER TABLE {table} DROP COLUMN {self.quote(name)}"
@@ -177,8 +185,13 @@ class WarehouseDialect(Dialect):
     def count_existing(self, target: str, staging: str, columns: Columns) -> str:
         return (
             f"SELECT COUNT(*) FROM {staging} s WHERE EXISTS "
-            f"(SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', 's')})"
+            f"(SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', 's')}{self.current(columns, 't')})"
         )
+
+    def current(self, columns: Columns, alias: str, keyword: str = "AND") -> str:
+        """`` AND t._is_current = TRUE`` for a history table (only a record's current version
+        is compared, counted or closed), else nothing."""
+        return f" {keyword} {alias}.{self.quote(IS_CURRENT)} = TRUE" if columns.versioned else ""
 
     def assignments(self, columns: Columns, source: str) -> str:
         """``col = <source>.col`` for every column but the key: what an upsert updates."""
@@ -215,19 +228,26 @@ class WarehouseDialect(Dialect):
 
     # -- what a re-sync compares, and delete detection --------------------------------------
 
-    def key_hashes(self, target: str, columns: Columns) -> str:
+    def key_hashes(self, target: str, columns: Columns, within: tuple[str, int] | None = None) -> str:
         """Every row's key and content hash; NULL for a row flagged deleted, so a record that
-        comes back is always written again (its ``_deleted_at`` cleared)."""
+        comes back is always written again (its ``_deleted_at`` cleared). ``within`` (a
+        column, a count of values as parameters) keeps only the rows of a targeted re-sync."""
         keys = ", ".join(self.quote(k) for k in columns.primary_key)
+        conditions = [f"t.{self.quote(IS_CURRENT)} = TRUE"] if columns.versioned else []
+        if within:
+            column, count = within
+            conditions.append(f"t.{self.quote(column)} IN ({', '.join([self.placeholder] * count)})")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return (
             f"SELECT {keys}, CASE WHEN {self.quote(DELETED_AT)} IS NULL THEN {self.quote(CONTENT_HASH)} END "
-            f"FROM {target}"
+            f"FROM {target} t{where}"
         )
 
-    def gone(self, target: str, gone: str, columns: Columns) -> str:
-        """Predicate on ``target`` rows whose key is in ``gone`` (the keys deleted upstream)."""
+    def gone(self, target: str, gone: str, columns: Columns, where: str = "") -> str:
+        """Predicate on ``target`` rows whose key is in ``gone`` (the keys deleted upstream), of
+        those ``gone`` rows that also match ``where`` (on alias ``g``)."""
         inner = " AND ".join(f"g.{self.quote(k)} = {target}.{self.quote(k)}" for k in columns.primary_key)
-        return f"EXISTS (SELECT 1 FROM {gone} g WHERE {inner})"
+        return f"EXISTS (SELECT 1 FROM {gone} g WHERE {inner}{where})"
 
     def remove_gone(self, target: str, gone: str, columns: Columns) -> str:
         """Delete the rows deleted upstream (``delete_mode="remove"``)."""
@@ -240,10 +260,14 @@ class WarehouseDialect(Dialect):
         subquery, no alias on the ``DELETE`` (MariaDB has none). A row without a hash (NULL)
         never matches, so it is written again."""
         digest, flag = self.quote(CONTENT_HASH), self.quote(DELETED_AT)
+        same = f"t.{digest} = {staging}.{digest} AND t.{flag} IS NULL{self.current(columns, 't')}"
+        return f"DELETE FROM {staging} WHERE {self.in_target(target, staging, columns, same)}"
+
+    def in_target(self, target: str, staging: str, columns: Columns, condition: str) -> str:
+        """Predicate on ``staging`` rows (named in full) whose record has a row in ``target``
+        (alias ``t``) that meets ``condition``."""
         return (
-            f"DELETE FROM {staging} WHERE EXISTS (SELECT 1 FROM {target} t WHERE "
-            f"{self.key_match(columns, 't', staging)} AND t.{digest} = {staging}.{digest} "
-            f"AND t.{flag} IS NULL)"
+            f"EXISTS (SELECT 1 FROM {target} t WHERE {self.key_match(columns, 't', staging)} AND {condition})"
         )
 
     def flag_gone(self, target: str, gone: str, columns: Columns) -> str:
@@ -253,6 +277,76 @@ class WarehouseDialect(Dialect):
             f"UPDATE {target} SET {flag} = {self.placeholder} "
             f"WHERE {flag} IS NULL AND {self.gone(target, gone, columns)}"
         )
+
+    # -- a history table (``write_mode="history"``, ``HistoryLayout``) ----------------------
+
+    def restamp_versions(self, target: str, staging: str, columns: Columns) -> str:
+        """Start at the load's start (the one parameter) each staged version whose start is not
+        after the record's last version (its ``updated_at`` did not move, or a record that comes
+        back): versions of a record never overlap, and its key stays unique. Shaped like
+        ``drop_unchanged``."""
+        start, end = self.quote(VALID_FROM), self.quote(VALID_TO)
+        later = f"(t.{start} >= {staging}.{start} OR t.{end} > {staging}.{start})"
+        return (
+            f"UPDATE {staging} SET {start} = {self.placeholder} "
+            f"WHERE {self.in_target(target, staging, columns, later)}"
+        )
+
+    def close_versions(self, target: str, staging: str, columns: Columns) -> str:
+        """End the current version of each staged record where its new version starts: a
+        ``MERGE`` that only updates (a join, where a correlated subquery in ``SET`` would scan
+        staging once per row)."""
+        start, current = self.quote(VALID_FROM), self.quote(IS_CURRENT)
+        return (
+            f"MERGE INTO {target} t USING {staging} s ON ({self.key_match(columns, 't', 's')} "
+            f"AND t.{current} = TRUE) WHEN MATCHED THEN UPDATE SET {self.quote(VALID_TO)} = s.{start}, "
+            f"{current} = FALSE"
+        )
+
+    def close_versions_from(self, target: str, staging: str, columns: Columns) -> str:
+        """``close_versions`` as ``UPDATE ... FROM``, for engines without ``MERGE`` (PostgreSQL
+        before 15, SQLite) or with one they read otherwise."""
+        start, current = self.quote(VALID_FROM), self.quote(IS_CURRENT)
+        return (
+            f"UPDATE {target} SET {self.quote(VALID_TO)} = s.{start}, {current} = FALSE FROM {staging} s "
+            f"WHERE {self.key_match(columns, target, 's')} AND {target}.{current} = TRUE"
+        )
+
+    def close_gone(self, target: str, gone: str, columns: Columns, where: str = "") -> str:
+        """End, and stamp ``_deleted_at`` on, the current version of each record deleted
+        upstream: in ``gone`` (matching ``where``); the load's start is both parameters."""
+        current, mark = self.quote(IS_CURRENT), self.placeholder
+        return (
+            f"UPDATE {target} SET {self.quote(VALID_TO)} = {mark}, {self.quote(DELETED_AT)} = {mark}, "
+            f"{current} = FALSE WHERE {current} = TRUE AND {self.gone(target, gone, columns, where)}"
+        )
+
+    def flagged(self, field: str) -> str:
+        """`` AND g.<field> = TRUE`` (``gone``'s alias): a record the API itself flags deleted."""
+        return f" AND g.{self.quote(field)} = TRUE"
+
+    def remove_flagged(self, staging: str, field: str) -> str:
+        """Drop from staging the records the API flags deleted: they close a version, open none."""
+        return f"DELETE FROM {staging} WHERE {self.quote(field)} = TRUE"
+
+    def current_view(self, view: str, target: str) -> list[str]:
+        """(Re)create ``view``: the current version of every record (today's state). Made again
+        whenever the table gains columns, since engines fix a view's ``*`` when they create it."""
+        return [
+            self.drop_view(view),
+            f"CREATE VIEW {view} AS SELECT * FROM {target} WHERE {self.quote(IS_CURRENT)} = TRUE",
+        ]
+
+    # -- which new fields a table has held (``sql/fields.py``) ----------------------------------
+
+    def known_fields(self, fields: str) -> str:
+        """The fields the catalog does not know that a table (the parameter) has held."""
+        return f"SELECT {self.quote(F_FIELD)} FROM {fields} WHERE {self.quote(F_TABLE)} = {self.placeholder}"
+
+    def remember_field(self, fields: str, columns: Columns) -> str:
+        """Insert one row (table, field, first seen); engines that run loads side by side
+        ignore the row a concurrent load just inserted (one writer at a time here)."""
+        return self.insert_values(fields, columns)
 
     # -- a resumable load's progress (``sql/resume.py``): rows of one load, by its key ---------
 

@@ -22,7 +22,7 @@ from clarky_provider.sql.dialects.capabilities import Capabilities
 from clarky_provider.sql.dialects.session import Session
 from clarky_provider.sql.dialects.type_map import TypeMap
 from clarky_provider.sql.dialects.writer import BulkWriter, Row, WriteRow, batches
-from clarky_provider.sql.schema import Columns, timestamp_text
+from clarky_provider.sql.schema import IS_CURRENT, VALID_FROM, VALID_TO, Columns, timestamp_text
 from clarky_provider.tables import FieldType
 
 if TYPE_CHECKING:
@@ -267,7 +267,8 @@ class MySqlDialect(WarehouseDialect):
         if temporary:
             # Indexed, not unique: delete detection looks keys up in it (no hash anti-join).
             return f"CREATE TEMPORARY TABLE {qualified} ({definitions}, KEY ({keys})) {options}"
-        return f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions}, PRIMARY KEY ({keys})) {options}"
+        table_key = ", ".join(self.quote(k) for k in columns.table_key)
+        return f"CREATE TABLE IF NOT EXISTS {qualified} ({definitions}, PRIMARY KEY ({table_key})) {options}"
 
     def staging_table(self, schema: str | None, name: str) -> str:
         # Qualified: a connection without a default database cannot create an unqualified table.
@@ -310,3 +311,16 @@ class MySqlDialect(WarehouseDialect):
             f"{self.insert_all(target, staging, columns)}{self.key_order(columns)} "
             f"ON DUPLICATE KEY UPDATE {self.assignments(columns, 's')}"
         )
+
+    def close_versions(self, target: str, staging: str, columns: Columns) -> str:
+        # A join: a temporary table cannot be opened twice in one statement (the ANSI form's
+        # subquery and EXISTS).
+        start, current = self.quote(VALID_FROM), self.quote(IS_CURRENT)
+        return (
+            f"UPDATE {target} t JOIN {staging} s ON {self.key_match(columns, 't', 's')} "
+            f"SET t.{self.quote(VALID_TO)} = s.{start}, t.{current} = FALSE WHERE t.{current} = TRUE"
+        )
+
+    def remember_field(self, fields: str, columns: Columns) -> str:
+        field = self.quote(columns.primary_key[-1])
+        return f"{super().remember_field(fields, columns)} ON DUPLICATE KEY UPDATE {field} = {field}"

@@ -138,3 +138,9 @@ class PostgresDialect(WarehouseDialect):
 
     def upsert(self, target: str, staging: str, columns: Columns) -> str:
         return self.insert_on_conflict(target, staging, columns)
+
+    def close_versions(self, target: str, staging: str, columns: Columns) -> str:
+        return self.close_versions_from(target, staging, columns)  # MERGE only from PostgreSQL 15
+
+    def remember_field(self, fields: str, columns: Columns) -> str:
+        return f"{super().remember_field(fields, columns)} ON CONFLICT DO NOTHING"

@@ -93,6 +93,9 @@ class SqliteDialect(WarehouseDialect):
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join condition.
         return self.insert_on_conflict(target, staging, columns, where=" WHERE true")
 
+    def close_versions(self, target: str, staging: str, columns: Columns) -> str:
+        return self.close_versions_from(target, staging, columns)  # SQLite has no MERGE
+
 
 def _begin_immediate(connection: Any) -> bool:
     """One try at SQLite's write lock (waiting up to the busy timeout); False while it is held."""
