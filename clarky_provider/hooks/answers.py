@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from clarky_provider.exceptions import ClarkyAPIError, ClarkyConfigError, error_class_for_status
+from clarky_provider.exceptions import (
+    ClarkyAPIError,
+    ClarkyConfigError,
+    ClarkyServerError,
+    error_class_for_status,
+)
 from clarky_provider.jsoncodec import loads
 
 #: What a 401 means and how to fix it, added to the server's message.
@@ -42,6 +47,35 @@ def api_error(
     if status == 401:
         message += UNAUTHORIZED_FIX
     return error_class_for_status(status)(message, status=status, code=code, details=details, path=path)
+
+
+def check_answer(
+    status: int,
+    reason: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    path: str,
+    scrub: Callable[[str], str],
+) -> None:
+    """Raise the typed error of an answer that is not a success: an error (``api_error``) or a
+    redirect, which is never followed (``redirect_error``)."""
+    if status >= 400:
+        raise api_error(status, reason, headers, body, path, scrub)
+    if status >= 300:
+        raise redirect_error(path, status, scrub(str(headers.get("Location"))))
+
+
+def json_object(status: int, body: bytes, path: str) -> dict[str, Any]:
+    """A successful answer's body, which must be a JSON object (a truncated one is a server error)."""
+    try:
+        payload = loads(body)
+    except ValueError:
+        raise ClarkyServerError(
+            f"HTTP {status} body is not valid JSON ({len(body)} bytes, truncated?)", path=path
+        ) from None
+    if not isinstance(payload, dict):
+        raise ClarkyServerError("response body is not a JSON object", path=path)
+    return payload
 
 
 def redirect_error(path: str, status: int, location: str) -> ClarkyConfigError:

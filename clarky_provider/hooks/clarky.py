@@ -45,7 +45,7 @@ from clarky_provider.exceptions import (
     ClarkyRateLimitError,
     ClarkyServerError,
 )
-from clarky_provider.hooks.answers import api_error, redirect_error
+from clarky_provider.hooks.answers import check_answer, json_object
 from clarky_provider.hooks.bill import log_by_id_bill, log_fan_out_bill, log_list_bill
 from clarky_provider.hooks.changes import ChangedParents, Rotation, check_fraction, day_number
 from clarky_provider.hooks.list_client import ListClient, ReadConfig
@@ -55,7 +55,6 @@ from clarky_provider.hooks.pages import Page, resource_pages
 from clarky_provider.hooks.rate_limit import RateLimiter
 from clarky_provider.hooks.settings import ClarkySettings, check_overrides, read_settings
 from clarky_provider.hooks.stats import RequestStats
-from clarky_provider.jsoncodec import loads
 from clarky_provider.normalize import require_timestamp
 from clarky_provider.resources import (
     RESOURCES,
@@ -310,25 +309,10 @@ class ClarkyHook(BaseHook):
             ) from None
         self.stats.add(requests=1)
         self._observe_budget(response.headers)
-        if response.status_code >= 400:
-            if response.status_code == 429:
-                self.stats.add(rate_limited=1)
-            raise api_error(response.status_code, response.reason, response.headers, body, path, self._scrub)
-        if response.status_code >= 300:
-            location = self._scrub(str(response.headers.get("Location")))
-            raise redirect_error(path, response.status_code, location)
-        if method == "HEAD":
-            return {}
-        try:
-            payload = loads(body)
-        except ValueError:
-            raise ClarkyServerError(
-                f"HTTP {response.status_code} body is not valid JSON ({len(body)} bytes, truncated?)",
-                path=path,
-            ) from None
-        if not isinstance(payload, dict):
-            raise ClarkyServerError("response body is not a JSON object", path=path)
-        return payload
+        if response.status_code == 429:
+            self.stats.add(rate_limited=1)
+        check_answer(response.status_code, response.reason, response.headers, body, path, self._scrub)
+        return {} if method == "HEAD" else json_object(response.status_code, body, path)
 
     def _observe_budget(self, headers: Mapping[str, str]) -> None:
         remaining = self.limiter.observe_headers(headers)

@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 
 from clarky_provider.exceptions import ClarkyServerError
-from clarky_provider.hooks.answers import api_error, redirect_error
+from clarky_provider.hooks.answers import check_answer, json_object
 from clarky_provider.hooks.network import network_error
 from clarky_provider.hooks.pages import as_int
 from clarky_provider.hooks.rate_limit import RateLimiter
 from clarky_provider.hooks.settings import ClarkySettings
-from clarky_provider.jsoncodec import loads
 from clarky_provider.resources import MIN_PAGE_SIZE
 
 
@@ -76,15 +75,9 @@ class ListProbe:
                 scrub=self.scrub,
             ) from None
         self.limiter.observe_headers(response.headers)
-        if response.status_code >= 400:
-            raise api_error(
-                response.status_code, response.reason_phrase, response.headers, body, path, self.scrub
-            )
-        if response.status_code >= 300:
-            raise redirect_error(
-                path, response.status_code, self.scrub(str(response.headers.get("Location")))
-            )
-        return _list_count(body, path, response.headers.get("Date"))
+        check_answer(response.status_code, response.reason_phrase, response.headers, body, path, self.scrub)
+        payload = json_object(response.status_code, body, path)
+        return _list_count(payload, path, response.headers.get("Date"))
 
     def scrub(self, text: str) -> str:
         """Remove the key from any text that came from elsewhere (server bodies, library errors)."""
@@ -102,15 +95,7 @@ class ListProbe:
         await self.aclose()
 
 
-def _list_count(body: bytes, path: str, date: str | None) -> ListCount:
-    try:
-        payload = loads(body)
-    except ValueError:
-        raise ClarkyServerError(
-            f"list answer is not valid JSON ({len(body)} bytes, truncated?)", path=path
-        ) from None
-    if not isinstance(payload, dict):
-        raise ClarkyServerError("list answer is not a JSON object", path=path)
+def _list_count(payload: dict[str, Any], path: str, date: str | None) -> ListCount:
     total = as_int((payload.get("pagination") or {}).get("total"))
     if total is None:
         raise ClarkyServerError("list answer has no pagination.total to count changes by", path=path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.jsoncodec import dumps
+from clarky_provider.operators.arguments import check_choice
 from clarky_provider.resources import Resource
 from clarky_provider.tables import Field, FieldType
 
@@ -42,10 +43,7 @@ def check_on_new_field(value: str) -> None:
             "a record, and adding one mid-load is DDL that commits the load's transaction on MySQL/MariaDB "
             "and Snowflake. Use 'raw' (kept in _raw) or 'drop'; a field added to the catalog gets its column."
         )
-    if value not in ON_NEW_FIELD:
-        raise ClarkyConfigError(
-            f"on_new_field={value!r}; choose one of {', '.join(map(repr, ON_NEW_FIELD))}."
-        )
+    check_choice("on_new_field", value, ON_NEW_FIELD)
 
 
 def normalized_text(value: Any) -> str:
