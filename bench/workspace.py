@@ -131,10 +131,13 @@ def daily_minimum(
 
 @dataclass
 class Target:
-    """Where one phase's tables go: a PostgreSQL database, or one SQLite file per table."""
+    """Where one phase's tables go: a PostgreSQL database, or SQLite files: one per table (task
+    processes writing at once), or one for all (``shared_file``: loads one after another that
+    read each other's tables)."""
 
     kind: str
     folder: Path | None = None
+    shared_file: bool = False
     postgres: dict[str, Any] = field(default_factory=dict)
     dsn: str = ""
 
@@ -151,8 +154,11 @@ class Target:
         """The ``AIRFLOW_CONN_WAREHOUSE`` value a task loading ``resource`` gets."""
         if self.kind == "postgres":
             return json.dumps(self.postgres)
+        return json.dumps({"conn_type": "sqlite", "host": str(self.sqlite_path(resource))})
+
+    def sqlite_path(self, table: str) -> Path:
         assert self.folder is not None
-        return json.dumps({"conn_type": "sqlite", "host": str(self.folder / f"{resource}.db")})
+        return self.folder / ("warehouse.db" if self.shared_file else f"{table}.db")
 
     def raw_rows(self, table: str) -> dict[str, Any]:
         """``id -> _raw`` (the record as the API served it) of every row of ``table``."""
@@ -164,8 +170,7 @@ class Target:
         else:
             import sqlite3
 
-            assert self.folder is not None
-            path = self.folder / f"{table}.db"
+            path = self.sqlite_path(table)
             if not path.exists():
                 return {}
             with sqlite3.connect(path) as conn:

@@ -30,6 +30,7 @@ from clarky_provider.operators.columns import ColumnPolicyArguments, RecordPolic
 from clarky_provider.operators.history import history_layout
 from clarky_provider.operators.hooks import clarky_hook, sql_hook
 from clarky_provider.operators.lineage import LoadLineage, build_lineage, column_types
+from clarky_provider.operators.parent_table import check_parent_table, parents_from_table
 from clarky_provider.operators.plan import Plan, ReadPlan, table_spec, window_filters
 from clarky_provider.operators.records import ResourceRecords
 from clarky_provider.operators.resume import ResumableRecords, load_key, warehouse_progress
@@ -89,6 +90,11 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         parent's whole list is read), merged in; a named row the API no longer has is removed
         (``delete_mode="flag"`` flags it; a history closes it); every other row is untouched.
         At most 1,000; not with filters, windows or ``updated_after``.
+    :param parent_table: the table this DAG loads the resource's parents into, in full and
+        upstream of this task (same connection and schema; templated), for ``contact_activities``
+        and ``conversation_messages``: an incremental run then reads only the lists of the
+        parents whose change signal there is newer than their newest child here, and no page of
+        the parents' list (see docs/operators/clarky_to_sql.md#parent-table).
     :param recheck_fraction: share of a child resource's parents whose lists an incremental run
         re-reads whole, a different slice each day (``1/7``: every parent once a week), so what
         the parents' change signal misses (an edited child) heals; 0 (the default) is off. Costs
@@ -122,6 +128,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         "window_start",
         "window_end",
         "record_ids",
+        "parent_table",
         "recheck_fraction",
         *ColumnPolicyArguments.COLUMN_POLICY_FIELDS,
     )
@@ -145,6 +152,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         window_end: str | datetime | None = None,
         delete_mode: str | None = None,
         record_ids: list[str] | str | None = None,
+        parent_table: str | None = None,
         recheck_fraction: float | str = 0,
         batch_size: int = 5000,
         progress_interval: float = 30.0,
@@ -179,6 +187,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         self.window_end = window_end
         self.delete_mode = delete_mode
         self.record_ids = record_ids
+        self.parent_table = parent_table
         self.recheck_fraction = recheck_fraction
         self.batch_size = batch_size
         self.progress_interval = progress_interval
@@ -225,15 +234,24 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
             else TableLayout(spec)
         )
         ids = record_id_list(self.record_ids)
-        set_too = {
+        # what else chooses the records to read, which a re-sync or a parents' table excludes
+        chosen = {
             "filters": user_filters,
             "window_start/window_end": window,
             "updated_after": self.updated_after,
-            f"incremental={mode!r}": mode in ("watermark", "interval"),
         }
+        set_too = {**chosen, f"incremental={mode!r}": mode in ("watermark", "interval")}
         scope = (
             resync_scope(resource, layout, ids, self.write_mode, [name for name, v in set_too.items() if v])
             if ids is not None
+            else None
+        )
+        parents_too = {**chosen, "record_ids": ids, f"incremental={mode!r}": mode in ("interval", "full")}
+        parent_table = (
+            check_parent_table(
+                resource, self.parent_table, self.write_mode, [name for name, v in parents_too.items() if v]
+            )
+            if self.parent_table
             else None
         )
         read = ReadPlan(  # checks and encodes every filter, before any request
@@ -260,6 +278,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
                 scope=scope,
             ),
             columns=policy,
+            parent_table=parent_table,
         )
 
     # -- execution --------------------------------------------------------------------------
@@ -282,6 +301,9 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         dialect.check_case(table, "table")
         if plan.load.schema:
             dialect.check_case(plan.load.schema, "schema")
+        if plan.parent_table:
+            dialect.check_case(plan.parent_table, "table")
+            plan = parents_from_table(plan, dialect, plan.parent_table, self.delete_mode, clarky.stats)
         dag_run = context.get("dag_run")
         metadata = (
             datetime.now(timezone.utc),
@@ -355,7 +377,7 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         """Records streamed into the load, or, for a resumable resource in a task (or with a
         ``resume_key``), read first and kept unit by unit, so the next try resumes."""
         if plan.load.scope is not None:
-            return NamedRecords(clarky, plan.read, plan.load.scope, police)
+            return NamedRecords(clarky, plan.read, plan.load.scope, police, plan.parent_table)
         key = load_key(context, self.resume_key)
         if key is None or not plan.read.resource.resumable:
             return ResourceRecords(clarky, plan.read, self.progress_interval, police)

@@ -156,3 +156,5 @@ class Plan(NamedTuple):
     load: LoadPlan
     #: The column policy, checked against the catalog; the load's table is made from it.
     columns: ColumnPolicy
+    #: Where a child load finds its changed parents instead of their list (``parent_table``).
+    parent_table: str | None = None

@@ -85,15 +85,24 @@ class NamedRecords(ResourceRecords):
     """The records of a re-sync: those of ``scope``'s ids, read by id, whatever the watermark."""
 
     def __init__(
-        self, hook: ClarkyHook, plan: ReadPlan, scope: Scope, police: RecordPolice | None = None
+        self,
+        hook: ClarkyHook,
+        plan: ReadPlan,
+        scope: Scope,
+        police: RecordPolice | None = None,
+        parent_table: str | None = None,
     ) -> None:
         super().__init__(hook, plan, police=police)
         self.scope = scope
+        #: The ids' source in the summary: named by the user, or a parents' table (``parent_table``).
+        self.chosen_by = (
+            {"parent_table": parent_table, "parents": len(scope.values)} if parent_table else None
+        )
         #: The ids the API answered 404 for (records, or parents, it no longer has).
         self.missing: list[str] = []
 
     def __call__(self, newest: datetime | None) -> Iterator[dict[str, Any]]:
         found = self.hook.get_records(self.plan.resource.name, self.scope.values)
         self.missing = found.missing
-        self.filters = {"record_ids": list(self.scope.values)}
+        self.filters = self.chosen_by or {"record_ids": list(self.scope.values)}
         return self.noting_workspace(map(self.police, found.records))

@@ -131,7 +131,7 @@ def load(
             finish(table_load.cursor)
         connection.commit()
     except BaseException:
-        _rollback(connection)
+        roll_back(connection)
         table_load.undo_committed_ddl()
         raise
     return loaded
@@ -149,7 +149,7 @@ def watermark(plan: LoadPlan, dialect: WarehouseDialect, connection: Any) -> dat
             return None
         return _newest(plan, dialect, cur, dialect.qualified(plan.schema, plan.table))
     finally:
-        _rollback(connection)
+        roll_back(connection)
 
 
 def _newest(plan: LoadPlan, dialect: WarehouseDialect, cursor: Any, target: str) -> datetime | None:
@@ -544,7 +544,7 @@ class _Streamed:
     newest: datetime | None = None
 
 
-def _rollback(connection: Any) -> None:
+def roll_back(connection: Any) -> None:
     """Roll back, tolerating a connection that is already gone (the server rolls back then)."""
     try:
         connection.rollback()

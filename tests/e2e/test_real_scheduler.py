@@ -175,15 +175,15 @@ def _attempts_report(deployment: AirflowDeployment, dag_id: str, run_ids: list[s
 
 
 def _load_intervals(
-    deployment: AirflowDeployment, dag_id: str, run_ids: list[str], task_id: str
+    deployment: AirflowDeployment, dag_id: str, run_ids: list[str], *task_ids: str
 ) -> list[tuple[datetime, datetime]]:
-    """(start, end) of every try of ``task_id`` that ran, retried ones included."""
+    """(start, end) of every try of the ``task_ids`` that ran, retried ones included."""
     intervals: list[tuple[datetime, datetime]] = []
     for run_id in run_ids:
-        tries: dict[tuple[int, int], TryRecord | TaskInstanceState] = {}
+        tries: dict[tuple[str, int, int], TryRecord | TaskInstanceState] = {}
         for t in [*deployment.earlier_tries(dag_id, run_id), *deployment.task_instances(dag_id, run_id)]:
-            if t.task_id == task_id:
-                tries[(t.map_index, t.try_number)] = t  # a try in both tables: the live row wins
+            if t.task_id in task_ids:
+                tries[(t.task_id, t.map_index, t.try_number)] = t  # in both tables: the live row wins
         intervals += [
             (t.start_date, t.end_date)
             for t in tries.values()
@@ -216,7 +216,7 @@ def run_full_sync(
             run_id
         ]
         attempts = _attempts_report(deployment, FULL_SYNC, [run_id])
-        loads = _load_intervals(deployment, FULL_SYNC, [run_id], "load")
+        loads = _load_intervals(deployment, FULL_SYNC, [run_id], "load", "load_parents", "load_children")
     finally:
         deployment.fail_unfinished_runs(FULL_SYNC, [run_id])
         deployment.pause(FULL_SYNC)

@@ -236,11 +236,37 @@ class WarehouseDialect(Dialect):
         conditions = [f"t.{self.quote(IS_CURRENT)} = TRUE"] if columns.versioned else []
         if within:
             column, count = within
-            conditions.append(f"t.{self.quote(column)} IN ({', '.join([self.placeholder] * count)})")
+            marks = ", ".join([self.placeholder] * count)
+            conditions.append(f"t.{self.quote(column)} IN ({marks})" if count else "1 = 0")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return (
             f"SELECT {keys}, CASE WHEN {self.quote(DELETED_AT)} IS NULL THEN {self.quote(CONTENT_HASH)} END "
             f"FROM {target} t{where}"
+        )
+
+    def parent_signals(
+        self,
+        parents: str,
+        parent_id: str,
+        signals: tuple[str, ...],
+        children: str,
+        parent_key: str,
+        child_time: str,
+        *,
+        versioned: bool,
+    ) -> str:
+        """Every live parent (not flagged deleted; a history's current version) as its id and 1
+        when one of its change ``signals`` is newer than its children's newest ``child_time``
+        (or it has a signal and no child yet), else 0."""
+        q = self.quote
+        newer = " OR ".join(f"p.{q(s)} > c.newest" for s in signals)
+        signalled = " OR ".join(f"p.{q(s)} IS NOT NULL" for s in signals)
+        live = f"p.{q(DELETED_AT)} IS NULL" + (f" AND p.{q(IS_CURRENT)} = TRUE" if versioned else "")
+        return (
+            f"SELECT p.{q(parent_id)}, CASE WHEN ({newer}) OR (c.newest IS NULL AND ({signalled})) "
+            f"THEN 1 ELSE 0 END FROM {parents} p LEFT JOIN (SELECT {q(parent_key)} AS parent_id, "
+            f"MAX({q(child_time)}) AS newest FROM {children} GROUP BY {q(parent_key)}) c "
+            f"ON c.parent_id = p.{q(parent_id)} WHERE {live}"
         )
 
     def gone(self, target: str, gone: str, columns: Columns, where: str = "") -> str:
