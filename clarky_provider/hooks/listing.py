@@ -58,6 +58,8 @@ UNIT_MIN_PAGES = 100
 UNIT_PAGES = 8
 #: ... and at least this many of them.
 UNIT_MIN_WINDOWS = 40
+#: A window whose first page shows more than this many times its planned size is cut again.
+UNIT_MAX_SHARE = 2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -557,50 +559,72 @@ def window_units(
     a minute at the budget. A longer one is cut, at quantiles of its first page's created
     times, into windows of about ``UNIT_PAGES`` pages (at least ``UNIT_MIN_WINDOWS`` of them,
     so a kill loses a few percent of the read); that first page is the one request the cut
-    costs. A one-sided first page (a list sorted by created time) cuts unevenly: windows are
-    then larger, never incomplete.
+    costs. A page of created times cuts unevenly, so a window whose first page shows more than
+    ``UNIT_MAX_SHARE`` times its planned size is cut again at its own first page's times (one
+    request more): a kill then never loses more than about two planned windows' worth.
     """
-    root = root_window(resource, params)
     page_size = client.config.page_size
-    for gap in root.minus(Window.parse(name) for name in done):
+    gaps = root_window(resource, params).minus(map(Window.parse, done))
+    #: windows to read, each with its planned size in records (None: a gap, whose read plans it)
+    pending: deque[tuple[Window, int | None]] = deque((gap, None) for gap in gaps)
+    while pending:
+        window, planned = pending.popleft()
+        most: float = (
+            UNIT_MIN_PAGES * page_size if planned is None else max(UNIT_MAX_SHARE * planned, page_size)
+        )
         first: list[Page] = []
 
-        def noted(page: Page, first: list[Page] = first) -> None:
+        def noted(page: Page, first: list[Page] = first, gap: bool = planned is None) -> None:
             first.append(page)
-            if bill is not None:
+            if bill is not None and gap:  # a gap's first page tells the read's size
                 bill(page)
 
         reader = ListReader(
             client,
             resource,
             None,
-            window_params(resource, params, gap),
+            window_params(resource, params, window),
             on_page=on_page,
             count_records=False,
             bill=noted,
         )
         records: list[dict[str, Any]] = []
-        cut: list[Window] = []
+        cut: list[tuple[Window, int | None]] = []
         pages = iter(reader)
         try:
             for record in pages:
                 records.append(record)
-                if first and (first[0].total or 0) > UNIT_MIN_PAGES * page_size:
-                    values = sorted(v for v in map(_millis_of(resource), first[0].records) if v is not None)
-                    parts = max(UNIT_MIN_WINDOWS, math.ceil((first[0].total or 0) / (UNIT_PAGES * page_size)))
-                    cut = gap.split(values, parts) or [gap]
-                    break
+                if first and (first[0].total or 0) > most:
+                    cut = _cut(window, first[0], planned, page_size, resource)
+                    if cut:
+                        break
+                    most = math.inf  # its first page's times cannot cut it: one unit after all
         finally:
             pages.close()
-        if not cut:
-            yield gap.name, records
-            continue
-        for window in cut:
-            narrowed = window_params(resource, params, window)
-            yield (
-                window.name,
-                list(ListReader(client, resource, None, narrowed, on_page=on_page, count_records=False)),
-            )
+        if cut:
+            pending.extendleft(reversed(cut))
+        else:
+            yield window.name, records
+
+
+def _cut(
+    window: Window, first: Page, planned: int | None, page_size: int, resource: Resource
+) -> list[tuple[Window, int | None]]:
+    """``window`` cut at quantiles of its first page's created times, each piece with its
+    planned size; [] when the page's times cannot cut it (it is read whole). A window is cut
+    again only where its first page is a sample of it: not where the page comes sorted by
+    created time, whose quantiles are the list's first page's, not the window's."""
+    total = first.total or 0
+    listed = [v for v in map(_millis_of(resource), first.records) if v is not None]
+    values = sorted(listed)
+    if planned is None:  # a gap: windows of about UNIT_PAGES pages, and enough of them
+        parts = max(UNIT_MIN_WINDOWS, math.ceil(total / (UNIT_PAGES * page_size)))
+    elif listed in (values, values[::-1]):
+        return []  # a list sorted by created time: its first page is its oldest (or newest), no sample
+    else:  # a window that came out too big: pieces of the size it was meant to have
+        parts = math.ceil(total / planned)
+    size = math.ceil(total / parts)
+    return [(piece, size) for piece in window.split(values, parts)]
 
 
 def _millis_of(resource: Resource) -> Callable[[dict[str, Any]], int | None]:
