@@ -44,9 +44,12 @@ BACKFILL_HALVES = {
     "early": ("2023-01-01T00:00:00Z", "2025-01-01T00:00:00Z"),
     "late": ("2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
 }
-#: The full sync's emulator: the documented 120 reads per rolling minute, on a clock 20x fast.
+#: The full sync's emulator: the documented 120 reads per rolling minute, on a clock 10x fast (as the
+#: issue measured it): parents load first, then their children, and the few seconds Airflow takes to
+#: hand over between them weigh 10 API seconds each, not the 20 of a faster clock (an hours-long
+#: sync at the real clock: one each).
 SYNC_CONTACTS = 1000
-SYNC_TIME_SCALE = 0.05
+SYNC_TIME_SCALE = 0.1
 #: 429s a full sync may draw, as a share of the requests it needed. Measured on 2 cores (8 loads
 #: at once, each process pacing itself at the key's full budget): 1 to 2 429s per ~1,100 requests
 #: (0.1-0.2%), 7 per ~2,200 with 2,000 contacts; 2 even when every process paced at 4x the budget,
@@ -290,7 +293,8 @@ def test_full_sync_on_one_key_lands_every_table_and_never_writes_the_key(
         f"429s above {MAX_429_SHARE:.0%} of requests: {figures}"
     )
     # loads run side by side on one host: the server's window stays full over the whole run
-    # (measured 98.8%), on the emulator's clock, Airflow's own seconds included
+    # (measured 98.1%; 93.4% on a 20x clock, where the parents-then-children hand-over weighs
+    # twice as much), on the emulator's clock, Airflow's own seconds included
     assert use.whole_run >= MIN_BUDGET_USE, f"the key's budget was under-used: {figures}"
 
     # The key is in no file Airflow wrote (logs, service output, config) nor in its database.
