@@ -249,7 +249,11 @@ class ClarkyToSqlOperator(ColumnPolicyArguments, BaseOperator):
         parents_too = {**chosen, "record_ids": ids, f"incremental={mode!r}": mode in ("interval", "full")}
         parent_table = (
             check_parent_table(
-                resource, self.parent_table, self.write_mode, [name for name, v in parents_too.items() if v]
+                resource,
+                self.parent_table,
+                layout,
+                self.write_mode,
+                [name for name, v in parents_too.items() if v],
             )
             if self.parent_table
             else None

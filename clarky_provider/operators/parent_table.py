@@ -27,20 +27,28 @@ from clarky_provider.operators.resync import MAX_RECORD_IDS, resync_delete_mode,
 from clarky_provider.resources import RESOURCES, Resource
 from clarky_provider.sql.dialects import WarehouseDialect
 from clarky_provider.sql.parents import ParentLink, parent_signals
-from clarky_provider.sql.schema import check_identifier
+from clarky_provider.sql.schema import TableLayout, check_identifier
 
 log = logging.getLogger(__name__)
 
 
-def check_parent_table(resource: Resource, parent_table: str, write_mode: str, set_too: list[str]) -> str:
+def check_parent_table(
+    resource: Resource, parent_table: str, layout: TableLayout, write_mode: str, set_too: list[str]
+) -> str:
     """The parents' table's name, after checking that the load can take its parents from it:
-    a child resource with a change signal, a comparing write mode, nothing else choosing what
-    to read (``set_too`` names the arguments set besides ``parent_table``)."""
+    a child resource with a change signal, its parent's key kept in the table (``layout``), a
+    comparing write mode, nothing else choosing what to read (``set_too`` names the arguments
+    set besides ``parent_table``)."""
     if resource.change_signal is None:
         can = sorted(r.name for r in RESOURCES.values() if r.change_signal is not None)
         raise ClarkyConfigError(
             f"parent_table needs a child resource whose parents carry a change signal ({', '.join(can)}); "
             f"{resource.name!r} has none. Leave parent_table unset."
+        )
+    if resource.parent_key not in layout.names:
+        raise ClarkyConfigError(
+            f"parent_table matches {resource.name} to their parents on {resource.parent_key!r}, which the "
+            "column policy removes from the table; keep it (columns / exclude_columns)."
         )
     if write_mode not in ("merge", "history"):
         raise ClarkyConfigError(

@@ -398,6 +398,7 @@ def test_a_parents_history_counts_each_contact_once_in_the_rotation(emulator, sq
         ({"incremental": "full"}, {}, "drop incremental='full' from this task"),
         ({"incremental": "interval"}, CONTEXT, "drop incremental='interval' from this task"),
         ({"parent_table": "contacts; DROP TABLE contacts"}, {}, "parent_table .* is not a valid name"),
+        ({"exclude_columns": ["contact_id"]}, {}, "on 'contact_id', which the column policy removes"),
     ],
 )
 def test_a_parent_table_that_cannot_work_fails_in_the_plan(kwargs, context, message):
