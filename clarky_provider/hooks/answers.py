@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clarky_provider.exceptions import (
-    ClarkyAPIError,
     ClarkyConfigError,
     ClarkyServerError,
     error_class_for_status,
@@ -23,16 +22,21 @@ from clarky_provider.jsoncodec import loads
 UNAUTHORIZED_FIX = " - the key is invalid or revoked; rotate it in Clarky's Settings > API Keys."
 
 
-def api_error(
+def check_answer(
     status: int,
     reason: str | None,
     headers: Mapping[str, str],
     body: bytes,
     path: str,
     scrub: Callable[[str], str],
-) -> ClarkyAPIError:
-    """The typed error of an error answer (status 400 and up), from Clarky's error envelope; a
-    429 carries its ``Retry-After`` in ``details["retry_after"]`` (seconds)."""
+) -> None:
+    """Raise the typed error of an answer that is not a success: a redirect, which is never
+    followed (``redirect_error``), or an error (status 400 and up) from Clarky's error
+    envelope, a 429 carrying its ``Retry-After`` in ``details["retry_after"]`` (seconds)."""
+    if 300 <= status < 400:
+        raise redirect_error(path, status, scrub(str(headers.get("Location"))))
+    if status < 400:
+        return
     code = message = None
     details: dict[str, Any] = {}
     try:
@@ -46,23 +50,7 @@ def api_error(
     message = scrub(str(message or reason or "error"))
     if status == 401:
         message += UNAUTHORIZED_FIX
-    return error_class_for_status(status)(message, status=status, code=code, details=details, path=path)
-
-
-def check_answer(
-    status: int,
-    reason: str | None,
-    headers: Mapping[str, str],
-    body: bytes,
-    path: str,
-    scrub: Callable[[str], str],
-) -> None:
-    """Raise the typed error of an answer that is not a success: an error (``api_error``) or a
-    redirect, which is never followed (``redirect_error``)."""
-    if status >= 400:
-        raise api_error(status, reason, headers, body, path, scrub)
-    if status >= 300:
-        raise redirect_error(path, status, scrub(str(headers.get("Location"))))
+    raise error_class_for_status(status)(message, status=status, code=code, details=details, path=path)
 
 
 def json_object(status: int, body: bytes, path: str) -> dict[str, Any]:

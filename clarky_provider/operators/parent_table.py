@@ -23,9 +23,10 @@ from clarky_provider.exceptions import ClarkyConfigError
 from clarky_provider.hooks.changes import Rotation, check_fraction, day_number
 from clarky_provider.hooks.stats import RequestStats
 from clarky_provider.operators.plan import Plan
-from clarky_provider.operators.resync import MAX_RECORD_IDS, resync_delete_mode, resync_scope
+from clarky_provider.operators.resync import MAX_RECORD_IDS, resync_delete_mode
 from clarky_provider.resources import RESOURCES, Resource
 from clarky_provider.sql.dialects import WarehouseDialect
+from clarky_provider.sql.load import Scope
 from clarky_provider.sql.parents import ParentLink, parent_signals
 from clarky_provider.sql.schema import TableLayout, check_identifier
 
@@ -129,10 +130,9 @@ def parents_from_table(
         resource.parent,
     )
     stats.add(parents_rechecked=len(rechecked))
-    scope = resync_scope(resource, load.layout, ids, load.write_mode, [])
     narrowed = dataclasses.replace(
         load,
-        scope=scope,
+        scope=Scope(link.parent_key, ids),  # the plan checked the key is kept (check_parent_table)
         full_snapshot=True,
         incremental=False,
         delete_mode=resync_delete_mode(delete_mode, load.write_mode),
